@@ -1,0 +1,99 @@
+"""Foundation benchmark: teacher, unimodal baselines and scratch student on the built-in data.
+
+Runs ``mmdistill run`` with the packaged default config once per seed (each in its own process),
+then prints mean, standard deviation and a 95% t-interval of test accuracy per model, with
+parameter counts and batch-1/batch-64 eager CPU latency (median over the run's repetitions).
+
+Usage:
+    .venv/bin/python benchmarks/foundation.py --seeds 0 1 2 [--out benchmarks/results/foundation.json]
+
+Raw per-seed results go to the JSON file; the printed markdown table is what docs/benchmarks.md
+shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = number of seeds).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean, sample standard deviation and 95% half-interval (t-distribution)."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, float("nan"), float("nan")
+    sd = statistics.stdev(values)
+    return m, sd, _T95.get(len(values) - 1, 1.96) * sd / math.sqrt(len(values))
+
+
+def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
+    name = f"foundation-seed{seed}"
+    cmd = [sys.executable, "-m", "mmdistill.cli.main", "run", "default", f"seed={seed}",
+           "--output-dir", str(workdir), "--name", name, "--quiet", *overrides]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    summary = json.loads((workdir / name / "eval" / "summary.json").read_text())
+    return {"seed": seed, "wall_s": wall, "summary": summary}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/foundation.json"))
+    ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
+    ap.add_argument("overrides", nargs="*", help="config overrides passed to every run (key=value)")
+    args = ap.parse_args()
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmdistill-bench-"))
+    runs = [run_seed(s, workdir, args.overrides) for s in args.seeds]
+
+    models = [r["model"] for r in runs[0]["summary"]]
+    table = []
+    for model in models:
+        rows = [next(r for r in run["summary"] if r["model"] == model) for run in runs]
+        acc = mean_ci([r["accuracy"] for r in rows])
+        b1 = statistics.median(r["latency_b1_ms"] for r in rows if r.get("latency_b1_ms") is not None)
+        b64 = statistics.median(r["latency_b64_ms"] for r in rows if r.get("latency_b64_ms") is not None)
+        table.append({"model": model, "modalities": rows[0]["modalities"], "parameters": rows[0]["parameters"],
+                      "accuracy_mean": acc[0], "accuracy_sd": acc[1], "accuracy_ci95": acc[2],
+                      "accuracies": [r["accuracy"] for r in rows], "latency_b1_ms_median": b1,
+                      "latency_b64_ms_median": b64})
+    result = {
+        "benchmark": "foundation",
+        "date": dt.date.today().isoformat(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "seeds": args.seeds,
+        "runs": runs,
+        "table": table,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+    print(f"| model | modalities | params | test acc (mean ± sd, 95% CI) over {len(runs)} seeds "
+          "| b1 ms | b64 ms |")
+    print("|---|---|---|---|---|---|")
+    for t in table:
+        print(f"| {t['model']} | {t['modalities']} | {t['parameters']:,} | "
+              f"{100 * t['accuracy_mean']:.2f} ± {100 * t['accuracy_sd']:.2f} (± {100 * t['accuracy_ci95']:.2f}) "
+              f"| {t['latency_b1_ms_median']:.2f} | {t['latency_b64_ms_median']:.2f} |")
+    walls = [r["wall_s"] for r in runs]
+    print(f"\nwall time per run (s): {', '.join(f'{w:.0f}' for w in walls)}; raw results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The configuration schema: pydantic models with every key, its type, default and range.
+
+Every model forbids unknown keys (a typo must not silently fall back to a default). Checks that need
+more than one field or the outside world (files, registries, plugins) live in
+:mod:`mmdistill.config.validation`; this module only describes shapes and single-value ranges.
+``docs/config.md`` documents every key and must be kept in step with this file.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+Modality = Literal["image", "text", "audio"]
+Stage = Literal["teacher", "baselines", "student", "evaluate"]
+Device = Literal["cpu", "cuda", "auto"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+STAGES: tuple[str, ...] = ("teacher", "baselines", "student", "evaluate")
+"""Pipeline stages in the order they run."""
+
+
+
+def _no_bool(value: Any) -> Any:
+    # pydantic's lax mode reads ``true`` as 1; for a number that is almost always a slip.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+PositiveInt = Annotated[Int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _unique_modalities(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if not value:
+        raise ValueError("must list at least one modality (image, text, audio)")
+    dup = sorted({m for m in value if value.count(m) > 1})
+    if dup:
+        raise ValueError(f"lists {', '.join(dup)} more than once; list each modality once")
+    return value
+
+
+class ImageConfig(_Strict):
+    """Image preprocessing: resize to ``size``×``size``, then ``(x/255 - mean) / std``."""
+
+    size: PositiveInt = 28
+    channels: Literal[1, 3] = 1
+    mean: Float = 0.5
+    std: Annotated[Float, Field(gt=0)] = 0.25
+
+
+class AudioConfig(_Strict):
+    """Audio preprocessing: resample, crop/pad to ``max_seconds``, log-mel spectrogram."""
+
+    sample_rate: PositiveInt = 16000
+    n_fft: PositiveInt = 400
+    hop_length: PositiveInt = 160
+    n_mels: PositiveInt = 40
+    f_min: Annotated[Float, Field(ge=0)] = 20.0
+    f_max: Annotated[Float, Field(gt=0)] | None = None
+    max_seconds: Annotated[Float, Field(gt=0)] = 1.0
+
+
+class TextConfig(_Strict):
+    """Text preprocessing: a word-piece tokenizer trained on the training split."""
+
+    vocab_size: Annotated[Int, Field(ge=16)] = 2000
+    max_length: PositiveInt = 32
+    lowercase: bool = True
+
+
+class DataConfig(_Strict):
+    """Where the samples come from and how they are batched and preprocessed."""
+
+    source: Literal["builtin", "manifest"] = "builtin"
+    manifest: str | None = None
+    allow_outside_root: bool = False
+    on_error: Literal["raise", "skip"] = "raise"
+    modalities: list[Modality] = Field(default_factory=lambda: ["image", "text", "audio"])
+    classes: list[str] | None = None
+    tasks: list[str] = Field(default_factory=list)
+    task_weights: dict[str, Annotated[Float, Field(ge=0)]] = Field(default_factory=dict)
+    limit: PositiveInt | None = None
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 256
+    num_workers: Annotated[Int, Field(ge=0)] = 0
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+
+    @field_validator("modalities")
+    @classmethod
+    def _check_modalities(cls, value: list[str]) -> list[str]:
+        return _unique_modalities(value) or value
+
+
+class ComponentConfig(_Strict):
+    """A registry name plus keyword arguments for its constructor."""
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings of one training stage (AdamW + warmup + cosine decay)."""
+
+    epochs: PositiveInt = 10
+    lr: Annotated[Float, Field(gt=0)] = 3e-3
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.01
+    warmup: Annotated[Float, Field(ge=0, lt=1)] = 0.05
+    patience: PositiveInt | None = 3
+    grad_clip: Annotated[Float, Field(gt=0)] | None = 1.0
+    label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+
+
+class ModelConfig(_Strict):
+    """One model (teacher or student): a preset plus optional per-part overrides."""
+
+    preset: str
+    modalities: list[Modality] | None = None
+    encoders: dict[Modality, ComponentConfig] = Field(default_factory=dict)
+    fusion: ComponentConfig | None = None
+    head: ComponentConfig | None = None
+    checkpoint: str | None = None
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("modalities")
+    @classmethod
+    def _check_modalities(cls, value: list[str] | None) -> list[str] | None:
+        return _unique_modalities(value)
+
+
+class BaselinesConfig(_Strict):
+    """Unimodal baselines: one model per data modality, to show what fusion adds."""
+
+    unimodal: bool = True
+    preset: str = "teacher"
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class EvalConfig(_Strict):
+    """Evaluation settings; latency is measured on CPU with ``latency_threads`` threads."""
+
+    latency: bool = True
+    latency_batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 64])
+    latency_repeats: PositiveInt = 30
+    latency_warmup: Annotated[Int, Field(ge=0)] = 5
+    latency_threads: PositiveInt = 1
+
+
+class LoggingConfig(_Strict):
+    """Console and metrics logging."""
+
+    level: LogLevel = "INFO"
+    progress: bool = True
+    quiet: bool = False
+    tensorboard: bool = False
+
+
+class Config(_Strict):
+    """The whole run: one file describes data, teacher, baselines, student and evaluation."""
+
+    name: Annotated[str, Field(min_length=1)] = "demo"
+    seed: Int = 0
+    output_dir: Annotated[str, Field(min_length=1)] = "runs"
+    device: Device = "cpu"
+    threads: PositiveInt | None = None
+    plugins: list[str] = Field(default_factory=list)
+    stages: list[Stage] = Field(default_factory=lambda: list(STAGES))
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="teacher"))
+    student: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="student"))
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_presets(cls, data: Any) -> Any:
+        # ``teacher: {train: {epochs: 3}}`` should keep the "teacher" preset rather than fail for a
+        # missing key, so the preset default depends on which section it sits in.
+        if isinstance(data, dict):
+            data = dict(data)
+            for section in ("teacher", "student"):
+                sub = data.get(section)
+                if isinstance(sub, dict) and "preset" not in sub:
+                    data[section] = {"preset": section, **sub}
+        return data
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, value: list[str]) -> list[str]:
+        dup = sorted({s for s in value if value.count(s) > 1})
+        if dup:
+            raise ValueError(f"lists {', '.join(dup)} more than once; list each stage once")
+        return value
+
+
+def field_names(model: type[BaseModel]) -> list[str]:
+    """The keys a config section accepts, in declaration order."""
+    return list(model.model_fields)

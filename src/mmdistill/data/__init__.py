@@ -1,0 +1,1 @@
+"""Data layer: the sample contract, datasets (manifest, built-in), transforms and collate."""

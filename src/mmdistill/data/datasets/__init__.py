@@ -1,0 +1,1 @@
+"""Datasets: the JSONL/CSV manifest reader and the built-in ``mmdigits`` dataset."""

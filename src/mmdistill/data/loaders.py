@@ -1,0 +1,112 @@
+"""In-memory dataset of preprocessed samples and a seeded (optionally distributed) DataLoader.
+
+Shuffling depends only on ``(seed, epoch)``, in one process or many, so a resumed run replays
+the same order: call :func:`set_loader_epoch` at the start of every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
+
+from mmdistill.data.batch import Sample
+from mmdistill.data.collate import collate
+
+log = logging.getLogger(__name__)
+
+
+class SampleDataset(Dataset[Sample]):
+    """A list of preprocessed samples as a torch ``Dataset``."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Random permutation seeded by ``seed + epoch`` (the single-process twin of
+    ``DistributedSampler``'s shuffling), so epoch ``e`` has the same order after a resume."""
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.length, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def make_loader(
+    dataset: Dataset[Sample],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    drop_last: bool = False,
+    distributed: bool = False,
+    num_workers: int = 0,
+) -> DataLoader[Sample]:
+    """A DataLoader that collates with :func:`~mmdistill.data.collate.collate`.
+
+    With ``distributed=True`` and ``torch.distributed`` initialized, each rank gets its shard
+    through a ``DistributedSampler`` (which pads the last shard with repeated samples when not
+    ``drop_last``, so metrics on such a loader count a few samples twice); otherwise one process
+    reads everything (a warning is logged when distributed was asked but is not initialized).
+
+    Args:
+        dataset: map-style dataset of samples.
+        batch_size: samples per batch (per rank when distributed).
+        shuffle: reshuffle every epoch (order fixed by seed and epoch).
+        seed: shuffling seed.
+        drop_last: drop the last incomplete batch.
+        distributed: shard across ranks when torch.distributed is initialized.
+        num_workers: loader worker processes (0 = load in the main process; samples are in
+            memory, so workers rarely help).
+
+    Returns:
+        the loader; call :func:`set_loader_epoch` before each epoch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    sampler: Sampler[int]
+    if distributed and dist.is_available() and dist.is_initialized():
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    else:
+        if distributed:
+            log.warning("distributed loader requested but torch.distributed is not initialized; "
+                        "this process reads the whole dataset")
+        sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else SequentialSampler(dataset)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        collate_fn=collate,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def set_loader_epoch(loader: DataLoader[Sample], epoch: int) -> None:
+    """Tell the loader's sampler which epoch starts (no-op for unshuffled loaders)."""
+    set_epoch = getattr(loader.sampler, "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)

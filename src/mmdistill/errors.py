@@ -1,0 +1,55 @@
+"""Exceptions raised by mmdistill.
+
+Every error a user can cause names the place (file, row, config key), the value received and
+the fix. The CLI catches :class:`MMDistillError` and prints the message without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MMDistillError(Exception):
+    """Base class for errors caused by user input; printed without a traceback by the CLI."""
+
+
+class ConfigError(MMDistillError):
+    """The configuration is invalid. ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class DataError(MMDistillError):
+    """A data file, manifest row or sample is unusable.
+
+    Args:
+        message: what is wrong and how to fix it.
+        path: the file involved, if any.
+        row: 1-based manifest row (line number for JSONL, data row for CSV), if any.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, row: int | None = None) -> None:
+        self.path = path
+        self.row = row
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if row is not None:
+            where.append(f"row {row}")
+        prefix = f"{', '.join(where)}: " if where else ""
+        super().__init__(prefix + message)
+
+
+class CheckpointError(MMDistillError):
+    """A checkpoint is missing, unreadable, or does not match the expected architecture."""
+
+
+class MissingDependencyError(MMDistillError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the optional package '{package}', which is not installed. "
+            f"Install it with: pip install 'mmdistill[{extra}]'"
+        )

@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics and efficiency (size, latency) measurements."""

@@ -1,0 +1,1 @@
+"""Model family: per-modality encoders, fusions, heads and the one MultimodalModel class."""

@@ -1,0 +1,163 @@
+"""Evaluation stage: test-set quality and CPU efficiency of every model in a run directory.
+
+Writes ``eval/<variant>.json`` per model and ``eval/summary.json``; the pipeline prints the
+summary table. Variants are discovered from the run directory alone (``teacher/``,
+``baselines/<modality>/``, ``students/<variant>/``), so this stage can run by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmdistill.config.schema import Config
+from mmdistill.data.collate import collate
+from mmdistill.data.loaders import make_loader
+from mmdistill.evaluation.efficiency import bytes_on_disk, count_parameters, model_latency
+from mmdistill.evaluation.metrics import classification_report
+from mmdistill.models.multimodal import MultimodalModel
+from mmdistill.recipes.data import DataBundle
+from mmdistill.recipes.train import load_trained
+from mmdistill.training.loop import predict
+
+log = logging.getLogger(__name__)
+
+EVAL_DIR = "eval"
+
+
+def discover_models(run_dir: Path) -> dict[str, Path]:
+    """Variant name → checkpoint directory, for every saved model of the run, in report order."""
+    found: dict[str, Path] = {}
+    if (run_dir / "teacher" / "model.json").exists():
+        found["teacher"] = run_dir / "teacher"
+    for group, prefix in (("baselines", "baseline-"), ("students", "student-")):
+        base = run_dir / group
+        if base.is_dir():
+            for d in sorted(p for p in base.iterdir() if (p / "model.json").exists()):
+                found[prefix + d.name] = d
+    return found
+
+
+def _example_batch_fn(data: DataBundle, split: str = "test"):
+    samples = list(data.splits[split].samples)
+
+    def make(batch_size: int) -> dict[str, Any]:
+        rows = [samples[i % len(samples)] for i in range(batch_size)]
+        return collate(rows)
+
+    return make
+
+
+def evaluate_model(
+    model: MultimodalModel,
+    directory: Path,
+    data: DataBundle,
+    cfg: Config,
+    *,
+    name: str,
+    split: str = "test",
+    reference_preds: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Quality and efficiency of one model on ``split``.
+
+    Returns a JSON-serializable dict: accuracy, macro-F1, confusion matrix, per-task metrics,
+    parameters, bytes on disk, latency (when ``cfg.eval.latency``) and, when ``reference_preds``
+    (the teacher's test predictions) is given, top-1 agreement with it.
+    """
+    loader = make_loader(data.splits[split], cfg.data.eval_batch_size, shuffle=False, seed=cfg.seed)
+    preds = predict(model, loader, device="cpu")
+    report = classification_report(preds, data.num_classes, class_names=data.classes)
+    out: dict[str, Any] = {
+        "name": name,
+        "split": split,
+        "modalities": list(model.modalities),
+        "parameters": count_parameters(model),
+        "bytes_on_disk": bytes_on_disk(directory / "model.safetensors"),
+        **report,
+    }
+    top1 = preds.logits.argmax(-1)
+    if reference_preds is not None:
+        out["teacher_agreement"] = float((top1 == reference_preds).float().mean())
+    if cfg.eval.latency:
+        out["latency"] = model_latency(
+            model,
+            _example_batch_fn(data, split),
+            batch_sizes=tuple(cfg.eval.latency_batch_sizes),
+            threads=cfg.eval.latency_threads,
+            warmup=cfg.eval.latency_warmup,
+            repeats=cfg.eval.latency_repeats,
+        )
+        out["latency"]["runtime"] = "pytorch-eager"
+    out["_top1"] = top1
+    return out
+
+
+def evaluate_run(run_dir: Path, data: DataBundle, cfg: Config) -> list[dict[str, Any]]:
+    """Evaluate every model found in ``run_dir``; write per-variant JSON and ``eval/summary.json``."""
+    models = discover_models(run_dir)
+    if not models:
+        log.warning("no trained model found in %s: nothing to evaluate", run_dir)
+        return []
+    out_dir = run_dir / EVAL_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    teacher_top1: torch.Tensor | None = None
+    for name, directory in models.items():
+        log.info("evaluating %s", name)
+        trained = load_trained(directory)
+        res = evaluate_model(trained.model, directory, data, cfg, name=name, reference_preds=teacher_top1)
+        top1 = res.pop("_top1")
+        if name == "teacher":
+            teacher_top1 = top1
+        (out_dir / f"{name}.json").write_text(json.dumps(res, indent=2))
+        results.append(res)
+    teacher = next((r for r in results if r["name"] == "teacher"), None)
+    summary = [_summary_row(r, teacher) for r in results]
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _summary_row(res: dict[str, Any], teacher: dict[str, Any] | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "model": res["name"],
+        "modalities": "+".join(res["modalities"]),
+        "parameters": res["parameters"],
+        "accuracy": res["accuracy"],
+        "macro_f1": res["macro_f1"],
+    }
+    if teacher is not None and res["name"] != "teacher":
+        row["compression"] = teacher["parameters"] / max(res["parameters"], 1)
+        row["teacher_agreement"] = res.get("teacher_agreement")
+    lat = res.get("latency")
+    if lat:
+        for key, val in lat.items():
+            if isinstance(val, dict) and "median_ms" in val:
+                row[f"latency_{key}_ms"] = val["median_ms"]
+    return row
+
+
+def format_summary(summary: list[dict[str, Any]]) -> str:
+    """The summary as a plain-text table (also used for the terminal)."""
+    cols = [
+        ("model", "model", "{}"),
+        ("modalities", "modalities", "{}"),
+        ("parameters", "params", "{:,}"),
+        ("compression", "x smaller", "{:.1f}"),
+        ("accuracy", "test acc", "{:.4f}"),
+        ("macro_f1", "macro-F1", "{:.4f}"),
+        ("teacher_agreement", "agree", "{:.3f}"),
+        ("latency_b1_ms", "b1 ms", "{:.2f}"),
+        ("latency_b64_ms", "b64 ms", "{:.2f}"),
+    ]
+    cols = [c for c in cols if any(r.get(c[0]) is not None for r in summary)]
+    cells = [[c[1] for c in cols]]
+    for r in summary:
+        cells.append([c[2].format(r[c[0]]) if r.get(c[0]) is not None else "-" for c in cols])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""The whole pipeline behind ``mmdistill run``: one config, one run directory, stages in order.
+
+Stages (``cfg.stages``): ``teacher`` → ``baselines`` (one unimodal model per modality) →
+``student`` (from scratch) → ``evaluate``. Every stage reads and writes only the run directory,
+so a stage left out of ``stages`` reuses what an earlier run saved there. Later issues add
+``distill``, ``compress``, ``export`` and ``report`` to the same sequence.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from mmdistill.config.loading import resolved_yaml
+from mmdistill.config.schema import Config
+from mmdistill.recipes.data import prepare_data
+from mmdistill.recipes.evaluate import evaluate_run, format_summary
+from mmdistill.recipes.train import load_trained, spec_for, train_model
+from mmdistill.training.distributed import cleanup, init_distributed, is_main
+from mmdistill.training.logging import MetricsLogger
+from mmdistill.training.runtime import describe_machine, set_threads
+
+log = logging.getLogger(__name__)
+
+_VERSIONED = ("mmdistill", "torch", "numpy", "tokenizers", "safetensors", "pillow", "soundfile", "pydantic")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a run's numbers depend on."""
+    out: dict[str, str | None] = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _write_run_header(cfg: Config, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.resolved.yaml").write_text(resolved_yaml(cfg))
+    info = {"packages": package_versions(), "machine": describe_machine(), "seed": cfg.seed}
+    (run_dir / "versions.json").write_text(json.dumps(info, indent=2))
+
+
+def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
+    """Run the configured stages into ``run_dir`` and return the evaluation summary.
+
+    Args:
+        cfg: a validated configuration.
+        run_dir: the run directory (created if needed).
+        resume: reuse models already saved in ``run_dir`` instead of retraining them.
+
+    Returns:
+        ``{"run_dir": str, "summary": [row, ...], "wall_s": float}``.
+    """
+    t0 = time.perf_counter()
+    for module in cfg.plugins:
+        importlib.import_module(module)
+    set_threads(cfg.threads)
+    dist = init_distributed()
+    try:
+        if is_main():
+            _write_run_header(cfg, run_dir)
+        logger = MetricsLogger(
+            run_dir / "metrics.jsonl" if is_main() else None,
+            quiet=cfg.logging.quiet,
+            tensorboard_dir=run_dir / "tensorboard" if cfg.logging.tensorboard else None,
+        )
+        data = prepare_data(cfg, run_dir)
+        log.info(
+            "data: %s, %s", data.source, ", ".join(f"{s}={len(ds)}" for s, ds in data.splits.items())
+        )
+
+        def stage(name: str, directory: Path, spec: dict, train_cfg, seed: int) -> None:
+            if resume and (directory / "model.json").exists():
+                log.info("%s: reusing %s", name, directory)
+                return
+            log.info("%s: training on %s with %s", name, "+".join(spec["encoders"]), data.source)
+            train_model(spec, data, cfg, train_cfg, directory, stage=name, logger=logger, seed=seed)
+
+        if "teacher" in cfg.stages:
+            if cfg.teacher.checkpoint:
+                log.info("teacher: loaded from %s (not trained)", cfg.teacher.checkpoint)
+                trained = load_trained(Path(cfg.teacher.checkpoint))
+                if is_main():
+                    from mmdistill.models.checkpoint import save_model
+
+                    save_model(trained.model, run_dir / "teacher", extra={"source": cfg.teacher.checkpoint})
+            else:
+                mods = cfg.teacher.modalities or cfg.data.modalities
+                spec = spec_for(cfg.teacher, data, cfg, preset=cfg.teacher.preset, modalities=mods)
+                stage("teacher", run_dir / "teacher", spec, cfg.teacher.train, cfg.seed)
+        if "baselines" in cfg.stages and cfg.baselines.unimodal:
+            for m in cfg.data.modalities:
+                spec = spec_for(None, data, cfg, preset=cfg.baselines.preset, modalities=[m])
+                stage(f"baseline-{m}", run_dir / "baselines" / m, spec, cfg.baselines.train, cfg.seed)
+        if "student" in cfg.stages:
+            mods = cfg.student.modalities or cfg.data.modalities
+            spec = spec_for(cfg.student, data, cfg, preset=cfg.student.preset, modalities=mods)
+            stage("student-scratch", run_dir / "students" / "scratch", spec, cfg.student.train, cfg.seed)
+
+        summary: list[dict[str, Any]] = []
+        if "evaluate" in cfg.stages and is_main():
+            summary = evaluate_run(run_dir, data, cfg)
+            if summary and not cfg.logging.quiet:
+                print(format_summary(summary))
+        wall = time.perf_counter() - t0
+        if is_main():
+            log.info("run finished in %.1f s: %s", wall, run_dir)
+        return {"run_dir": str(run_dir), "summary": summary, "wall_s": wall, "world_size": dist.world_size}
+    finally:
+        cleanup()

@@ -1,0 +1,131 @@
+"""Encoders: registry-wide smoke test, packed-LSTM equivalence, padding invariance, input errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mmdistill.errors import DataError
+from mmdistill.models.builders import PRESETS
+from mmdistill.models.encoders.audio import AudioConv1d, AudioCRNN
+from mmdistill.models.encoders.common import halve_lengths, reverse_padded
+from mmdistill.models.encoders.image import ImageCNN
+from mmdistill.models.encoders.text import TextLSTM, TextTransformer
+from mmdistill.models.registries import ENCODERS
+
+VOCAB, MELS = 50, 16
+EXPECTED_MODALITY = {
+    "cnn": "image", "lstm": "text", "transformer": "text", "crnn": "audio", "conv1d": "audio"
+}
+
+
+def make_input(modality: str, batch: int = 4, steps: int = 12) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An input tensor and lengths (one row of length 1, one full) for ``modality``."""
+    lengths = torch.tensor([steps, max(steps // 2, 1), 1, steps - 1][:batch])
+    if modality == "image":
+        return torch.randn(batch, 1, 16, 16), None
+    if modality == "text":
+        x = torch.randint(1, VOCAB, (batch, steps))
+        x[torch.arange(steps)[None] >= lengths[:, None]] = 0
+        return x, lengths
+    x = torch.randn(batch, MELS, steps)
+    x[(torch.arange(steps)[None] >= lengths[:, None]).unsqueeze(1).expand_as(x)] = 0.0
+    return x, lengths
+
+
+def build(name: str) -> nn.Module:
+    kwargs = dict(PRESETS["tiny"]["encoder_kwargs"][name])
+    modality = ENCODERS.entry(name).meta["modality"]
+    injected = {"image": {"in_channels": 1}, "text": {"vocab_size": VOCAB}, "audio": {"n_mels": MELS}}
+    kwargs.update(injected[modality])
+    return ENCODERS.build(name, **kwargs)
+
+
+def test_builtin_encoders_registered_with_modality() -> None:
+    assert {n: ENCODERS.entry(n).meta["modality"] for n in EXPECTED_MODALITY} == EXPECTED_MODALITY
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_encoder_smoke(name: str) -> None:
+    torch.manual_seed(0)
+    enc = build(name)
+    modality = ENCODERS.entry(name).meta["modality"]
+    x, lengths = make_input(modality)
+    out = enc(x, lengths)
+    assert out.pooled.shape == (4, enc.out_dim)
+    assert torch.isfinite(out.pooled).all()
+    if out.tokens is not None:
+        assert out.tokens.shape[:2] == out.mask.shape and out.tokens.shape[2] == enc.token_dim
+        assert out.mask[:, 0].all()  # length-1 rows keep their first position
+        assert (out.tokens[~out.mask] == 0).all()
+    out.pooled.square().sum().backward()
+    unused = [n for n, p in enc.named_parameters() if p.grad is None]
+    assert not unused, f"parameters without gradient: {unused}"
+    # lengths=None means full length rows.
+    assert enc(x).pooled.shape == (4, enc.out_dim)
+
+
+def test_reverse_padded_and_halve_lengths() -> None:
+    x = torch.arange(10.0).view(2, 5, 1)
+    rev = reverse_padded(x, torch.tensor([3, 5]))
+    assert rev[:, :, 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
+    assert torch.equal(reverse_padded(rev, torch.tensor([3, 5])), x)
+    assert halve_lengths(torch.tensor([1, 2, 3, 101])).tolist() == [1, 1, 2, 51]
+
+
+def test_lstm_matches_packed_bidirectional_lstm() -> None:
+    torch.manual_seed(0)
+    enc = TextLSTM(VOCAB, embed_dim=6, hidden=5, bidirectional=True, out_dim=7, dropout=0.0).eval()
+    ref = nn.LSTM(6, 5, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for suffix, lstm in (("", enc.fwd[0]), ("_reverse", enc.bwd[0])):
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(ref, f"{kind}_l0{suffix}").copy_(getattr(lstm, f"{kind}_l0"))
+    x, lengths = make_input("text")
+    out = enc(x, lengths)
+    packed = nn.utils.rnn.pack_padded_sequence(enc.embed(x), lengths, batch_first=True, enforce_sorted=False)
+    ref_out, (h_n, _) = ref(packed)
+    ref_tokens, _ = nn.utils.rnn.pad_packed_sequence(ref_out, batch_first=True, total_length=x.shape[1])
+    torch.testing.assert_close(out.tokens, ref_tokens, atol=1e-6, rtol=1e-5)
+    mean = ref_tokens.sum(1) / lengths[:, None]
+    expected = enc.proj(torch.cat([mean, h_n[0], h_n[1]], dim=-1))
+    torch.testing.assert_close(out.pooled, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer", "crnn", "conv1d"])
+def test_sequence_encoders_ignore_padding(name: str) -> None:
+    """In eval mode a row's output does not depend on how much its batch was padded."""
+    torch.manual_seed(0)
+    enc = build(name).eval()
+    modality = ENCODERS.entry(name).meta["modality"]
+    x, lengths = make_input(modality, steps=13)
+    batched = enc(x, lengths).pooled
+    for i, n in enumerate(lengths.tolist()):
+        alone = enc(x[i : i + 1, ..., :n], torch.tensor([n])).pooled
+        torch.testing.assert_close(batched[i : i + 1], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_input_shape_errors_name_the_spec_key() -> None:
+    with pytest.raises(DataError, match=r"encoders.image.kwargs.in_channels"):
+        ImageCNN(in_channels=3)(torch.randn(2, 1, 8, 8))
+    with pytest.raises(DataError, match=r"got|built for 40"):
+        AudioConv1d(n_mels=40)(torch.randn(2, 32, 20))
+    with pytest.raises(DataError, match=r"at most 8.*max_length"):
+        TextTransformer(VOCAB, dim=8, heads=2, max_length=8)(torch.ones(2, 9, dtype=torch.long))
+
+
+def test_bad_constructor_values_raise_value_error() -> None:
+    with pytest.raises(ValueError, match="channels"):
+        ImageCNN(channels=[])
+    with pytest.raises(ValueError, match="kernel_size"):
+        AudioCRNN(kernel_size=4)
+    with pytest.raises(ValueError, match="multiple of heads"):
+        TextTransformer(VOCAB, dim=10, heads=4)
+
+
+def test_image_cnn_handles_tiny_images_and_widths_follow_spec() -> None:
+    enc = ImageCNN(in_channels=1, channels=[3, 5, 7, 9], out_dim=4)
+    assert enc(torch.randn(2, 1, 8, 8)).pooled.shape == (2, 4)  # 8 -> 4 -> 2 -> 1 -> 1 with ceil pools
+    convs = [m.out_channels for m in enc.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [3, 5, 7, 9]
