@@ -129,3 +129,34 @@ def test_image_cnn_handles_tiny_images_and_widths_follow_spec() -> None:
     assert enc(torch.randn(2, 1, 8, 8)).pooled.shape == (2, 4)  # 8 -> 4 -> 2 -> 1 -> 1 with ceil pools
     convs = [m.out_channels for m in enc.modules() if isinstance(m, nn.Conv2d)]
     assert convs == [3, 5, 7, 9]
+
+
+def test_image_cnn_grid_keeps_spatial_layout_in_the_projection() -> None:
+
+    enc = ImageCNN(channels=[4, 8], out_dim=6, grid=2).eval()
+    assert enc.proj.in_features == 8 * 2 * 2
+    x = torch.zeros(2, 1, 28, 28)
+    x[0, :, :14] = 1.0  # top half lit
+    x[1, :, 14:] = 1.0  # bottom half lit: same global mean, different layout
+    with torch.no_grad():
+        out = enc(x).pooled
+    assert out.shape == (2, 6)
+    assert not torch.allclose(out[0], out[1])
+    with pytest.raises(ValueError, match="grid must be >= 1"):
+        ImageCNN(grid=0)
+
+
+def test_audio_input_norm_removes_per_band_offset_and_gain() -> None:
+
+    torch.manual_seed(0)
+    enc = AudioConv1d(n_mels=8, channels=[8], out_dim=4, input_norm=True).eval()
+    x = torch.randn(1, 8, 30)
+    shifted = 3.0 * x + torch.linspace(-5, 5, 8).view(1, 8, 1)  # a louder clip with a spectral tilt
+    lengths = torch.tensor([30])
+    with torch.no_grad():
+        a, b = enc(x, lengths).pooled, enc(shifted, lengths).pooled
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    plain = AudioConv1d(n_mels=8, channels=[8], out_dim=4, input_norm=False).eval()
+    plain.load_state_dict(enc.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(plain(x, lengths).pooled, plain(shifted, lengths).pooled, atol=1e-3)

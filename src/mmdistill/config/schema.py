@@ -122,6 +122,7 @@ class TrainConfig(_Strict):
     patience: PositiveInt | None = 3
     grad_clip: Annotated[Float, Field(gt=0)] | None = 1.0
     label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    modality_dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.0
 
 
 class ModelConfig(_Strict):

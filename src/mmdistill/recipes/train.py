@@ -24,7 +24,7 @@ from mmdistill.training.distributed import get_dist_info, is_main
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.loop import FitResult, fit
 from mmdistill.training.runtime import seed_everything
-from mmdistill.training.steps import supervised_step
+from mmdistill.training.steps import supervised_step, with_modality_dropout
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,10 @@ def train_model(
         model,
         train_loader,
         val_loader,
-        supervised_step(task_weights=task_weights, label_smoothing=train_cfg.label_smoothing),
+        with_modality_dropout(
+            supervised_step(task_weights=task_weights, label_smoothing=train_cfg.label_smoothing),
+            train_cfg.modality_dropout,
+        ),
         epochs=train_cfg.epochs,
         lr=train_cfg.lr,
         weight_decay=train_cfg.weight_decay,

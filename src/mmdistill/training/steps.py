@@ -92,3 +92,41 @@ def supervised_step(task_weights: dict[str, float] | None = None, label_smoothin
         return result
 
     return step
+
+
+def drop_modalities_randomly(batch: Batch, p: float, generator: torch.Generator | None = None) -> Batch:
+    """Hide each present modality of each row with probability ``p``, keeping one per row.
+
+    Modality dropout (Neverova et al., "ModDrop", TPAMI 2016): trained this way, the fusion can
+    not lean on one modality, each encoder must carry the label on its own, and the model keeps
+    working when a modality is missing at test time. Only ``batch["present"]`` changes; the
+    tensors stay, and the model skips/zeroes rows whose modality is not present.
+
+    Shapes:
+        batch["present"][m]: ``[B]`` bool. Returns a shallow copy with new presence masks.
+    """
+    mods = [m for m, mask in batch.get("present", {}).items()]
+    if p <= 0.0 or len(mods) < 2:
+        return batch
+    present = torch.stack([batch["present"][m] for m in mods], dim=1)  # [B, M]
+    keep = present & (torch.rand(present.shape, generator=generator) >= p)
+    emptied = present.any(dim=1) & ~keep.any(dim=1)
+    if bool(emptied.any()):
+        # Give every emptied row back one of its own modalities, chosen uniformly.
+        scores = torch.rand(present.shape, generator=generator).masked_fill(~present, -1.0)
+        rows = emptied.nonzero().squeeze(1)
+        keep[rows, scores[rows].argmax(dim=1)] = True
+    return {**batch, "present": {m: keep[:, i] for i, m in enumerate(mods)}}
+
+
+def with_modality_dropout(step: StepFn, p: float) -> StepFn:
+    """Wrap ``step`` so that every training batch first goes through :func:`drop_modalities_randomly`."""
+    if not 0.0 <= p < 1.0:
+        raise ConfigError(f"modality_dropout must be in [0, 1), got {p}")
+    if p == 0.0:
+        return step
+
+    def dropped(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        return step(model, drop_modalities_randomly(batch, p))
+
+    return dropped

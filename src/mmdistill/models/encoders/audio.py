@@ -103,6 +103,20 @@ class AudioCRNN(nn.Module):
         return EncoderOutput(pooled=self.proj(self.dropout(summary)), tokens=tokens, mask=mask)
 
 
+def _normalize_bands(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per clip and mel band, zero mean and unit variance over the valid frames.
+
+    Shapes:
+        x: ``[B, n_mels, F]``; lengths: ``[B]``. Returns ``[B, n_mels, F]`` (padding left unmasked;
+        the caller masks it).
+    """
+    valid = time_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)  # [B, 1, F]
+    count = valid.sum(dim=-1, keepdim=True).clamp(min=1.0)
+    mean = (x * valid).sum(dim=-1, keepdim=True) / count
+    var = (((x - mean) * valid) ** 2).sum(dim=-1, keepdim=True) / count
+    return (x - mean) / torch.sqrt(var + eps)
+
+
 @ENCODERS.register("conv1d", modality="audio")
 class AudioConv1d(nn.Module):
     """Conv1d-BN-ReLU-maxpool stages over frames (mels as channels), masked mean pool, projection.
@@ -113,6 +127,9 @@ class AudioConv1d(nn.Module):
         out_dim: width of the pooled output.
         kernel_size: odd conv kernel size over frames.
         dropout: dropout before the projection.
+        input_norm: normalize each mel band of each clip to zero mean and unit variance over its
+            valid frames (cepstral mean/variance normalization): removes the speaker's and the
+            channel's spectral tilt, which is what differs between training and unseen voices.
 
     Shapes:
         x: ``[B, n_mels, F]``; lengths: ``[B]`` frames or None. Returns pooled ``[B, out_dim]``,
@@ -126,6 +143,7 @@ class AudioConv1d(nn.Module):
         out_dim: int = 128,
         kernel_size: int = 5,
         dropout: float = 0.1,
+        input_norm: bool = True,
     ) -> None:
         super().__init__()
         widths = check_widths("channels", list(channels))
@@ -136,6 +154,7 @@ class AudioConv1d(nn.Module):
         self.n_mels = int(n_mels)
         self.out_dim = int(out_dim)
         self.token_dim = widths[-1]
+        self.input_norm = bool(input_norm)
         self.convs = nn.ModuleList()
         prev = self.n_mels
         for width in widths:
@@ -155,6 +174,8 @@ class AudioConv1d(nn.Module):
         """Encode a padded log-mel batch."""
         check_feature_axis(x, 1, self.n_mels, "audio batch", "encoders.audio.kwargs.n_mels")
         lengths = full_lengths(lengths, x.shape[0], x.shape[-1], x.device)
+        if self.input_norm:
+            x = _normalize_bands(x, lengths)
         h = _mask_frames(x, lengths)
         for conv in self.convs:
             h = self.pool(_mask_frames(conv(h), lengths))
