@@ -67,10 +67,12 @@ def main() -> None:
         acc = mean_ci([r["accuracy"] for r in rows])
         b1 = statistics.median(r["latency_b1_ms"] for r in rows if r.get("latency_b1_ms") is not None)
         b64 = statistics.median(r["latency_b64_ms"] for r in rows if r.get("latency_b64_ms") is not None)
-        table.append({"model": model, "modalities": rows[0]["modalities"], "parameters": rows[0]["parameters"],
-                      "accuracy_mean": acc[0], "accuracy_sd": acc[1], "accuracy_ci95": acc[2],
-                      "accuracies": [r["accuracy"] for r in rows], "latency_b1_ms_median": b1,
-                      "latency_b64_ms_median": b64})
+        table.append({
+            "model": model, "modalities": rows[0]["modalities"], "parameters": rows[0]["parameters"],
+            "accuracy_mean": acc[0], "accuracy_sd": acc[1], "accuracy_ci95": acc[2],
+            "accuracies": [r["accuracy"] for r in rows], "latency_b1_ms_median": b1,
+            "latency_b64_ms_median": b64,
+        })
     result = {
         "benchmark": "foundation",
         "date": dt.date.today().isoformat(),
@@ -88,8 +90,9 @@ def main() -> None:
           "| b1 ms | b64 ms |")
     print("|---|---|---|---|---|---|")
     for t in table:
-        print(f"| {t['model']} | {t['modalities']} | {t['parameters']:,} | "
-              f"{100 * t['accuracy_mean']:.2f} ± {100 * t['accuracy_sd']:.2f} (± {100 * t['accuracy_ci95']:.2f}) "
+        m, sd, ci = (100 * t[k] for k in ("accuracy_mean", "accuracy_sd", "accuracy_ci95"))
+        acc = f"{m:.2f} ± {sd:.2f} (± {ci:.2f})"
+        print(f"| {t['model']} | {t['modalities']} | {t['parameters']:,} | {acc} "
               f"| {t['latency_b1_ms_median']:.2f} | {t['latency_b64_ms_median']:.2f} |")
     walls = [r["wall_s"] for r in runs]
     print(f"\nwall time per run (s): {', '.join(f'{w:.0f}' for w in walls)}; raw results: {args.out}")

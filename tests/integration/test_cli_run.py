@@ -106,3 +106,22 @@ def test_run_bad_manifest_names_file_and_row(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "nope.png" in proc.stderr and "row 1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_run_under_torchrun_two_processes(tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node=2 -m mmdistill.cli.main run` trains with DDP (gloo) end to end."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "mmdistill.cli.main", "run", "smoke",
+         "stages=[teacher,evaluate]", "--output-dir", str(tmp_path), "--name", "ddp"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ddp"
+    assert json.loads((run / "versions.json").read_text())["world_size"] == 2
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+              if "val/accuracy" in line]
+    assert [e["epoch"] for e in epochs] == [1, 2]  # written once per epoch, by rank 0 only
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert [r["model"] for r in summary] == ["teacher"]
+    assert 0.0 <= summary[0]["accuracy"] <= 1.0

@@ -41,10 +41,11 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def _write_run_header(cfg: Config, run_dir: Path) -> None:
+def _write_run_header(cfg: Config, run_dir: Path, world_size: int) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.resolved.yaml").write_text(resolved_yaml(cfg))
-    info = {"packages": package_versions(), "machine": describe_machine(), "seed": cfg.seed}
+    info = {"packages": package_versions(), "machine": describe_machine(), "seed": cfg.seed,
+            "world_size": world_size}
     (run_dir / "versions.json").write_text(json.dumps(info, indent=2))
 
 
@@ -66,7 +67,7 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[st
     dist = init_distributed()
     try:
         if is_main():
-            _write_run_header(cfg, run_dir)
+            _write_run_header(cfg, run_dir, dist.world_size)
         logger = MetricsLogger(
             run_dir / "metrics.jsonl" if is_main() else None,
             quiet=cfg.logging.quiet,

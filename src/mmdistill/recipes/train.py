@@ -93,18 +93,21 @@ def train_model(
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
     model.to(device)
-    distributed = get_dist_info().enabled
+    dist = get_dist_info()
+    # data.batch_size is the global batch: under torchrun each of the N ranks takes 1/N of it, so
+    # the optimisation (steps per epoch, gradient average) matches the single-process run.
+    per_rank_batch = max(1, cfg.data.batch_size // dist.world_size)
     train_loader = make_loader(
         data.splits["train"],
-        cfg.data.batch_size,
+        per_rank_batch,
         shuffle=True,
         seed=seed,
         drop_last=False,
-        distributed=distributed,
+        distributed=dist.enabled,
         num_workers=cfg.data.num_workers,
     )
     val_loader = make_loader(
-        data.splits["val"], cfg.data.eval_batch_size, shuffle=False, seed=seed, distributed=distributed
+        data.splits["val"], cfg.data.eval_batch_size, shuffle=False, seed=seed, distributed=dist.enabled
     )
     task_weights = None
     if data.tasks:

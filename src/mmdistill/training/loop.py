@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from mmdistill.data.batch import IGNORE_LABEL, PRIMARY_TASK, Batch, batch_size, move_batch
@@ -205,8 +206,10 @@ def predict(
 ) -> Predictions:
     """Run ``model`` (in eval mode; its mode is restored afterwards) over ``loader``.
 
-    Under DDP every rank gets the predictions of the whole split, gathered from all ranks with
-    DistributedSampler's padding duplicates removed by id.
+    When the loader shards the split across DDP ranks (a ``DistributedSampler``), every rank gets
+    the predictions of the whole split, gathered from all ranks with the sampler's padding
+    duplicates removed by id. A loader that is not sharded is predicted locally, so one rank can
+    evaluate alone.
 
     Raises:
         DataError: the loader yields no batches, or a batch has no ``"id"`` list.
@@ -243,7 +246,8 @@ def predict(
         task_logits={t: torch.cat(v) for t, v in task_logits.items()},
         task_labels={t: torch.cat(v).long() for t, v in task_labels.items()},
     )
-    return _gather_predictions(result) if is_distributed() else result
+    sharded = isinstance(getattr(loader, "sampler", None), DistributedSampler)
+    return _gather_predictions(result) if sharded and is_distributed() else result
 
 
 def evaluate(
