@@ -76,9 +76,14 @@ def run_command(
     if not cfg.logging.quiet:
         out.print(f"run folder: {run_dir}")
 
+    from mmdistill.recipes.evaluate import format_summary
     from mmdistill.recipes.pipeline import run_pipeline
 
     result = run_pipeline(cfg, run_dir, resume=resume)
+    if result.get("rank", 0) != 0:
+        return  # under torchrun, rank 0 reports
+    if result.get("summary"):
+        out.print(format_summary(result["summary"]), highlight=False)
     wall = result.get("wall_s") if isinstance(result, dict) else None
     took = f" in {wall:.1f} s" if isinstance(wall, int | float) else ""
     out.print(f"done{took}; results are in {run_dir.resolve()}", style="green")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mmdistill.data.transforms.audio import LogMel
 from mmdistill.data.transforms.image import ImageTransform
 from mmdistill.data.transforms.text import TextTokenizer
 from mmdistill.errors import DataError
+from mmdistill.training.distributed import barrier, is_main
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +91,23 @@ def _tokenizer(cfg: Config, records: list[RawSample], run_dir: Path) -> TextToke
     if "text" not in cfg.data.modalities:
         return None
     path = run_dir / TOKENIZER_FILE
-    if path.exists():
-        return TextTokenizer.load(path)
-    texts = [r.text for r in records if r.split == "train" and r.text is not None]
-    if not texts:
-        raise DataError(
-            "the training split has no text, so no tokenizer can be trained; remove 'text' from "
-            "data.modalities or add text to the training rows"
-        )
-    tok = TextTokenizer.train(texts, vocab_size=cfg.data.text.vocab_size, lowercase=cfg.data.text.lowercase)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tok.save(path)
-    return tok
+    if not path.exists():
+        # Every rank checks (they hold the same records), so a bad dataset fails on all of them.
+        texts = [r.text for r in records if r.split == "train" and r.text is not None]
+        if not texts:
+            raise DataError(
+                "the training split has no text, so no tokenizer can be trained; remove 'text' from "
+                "data.modalities or add text to the training rows"
+            )
+        if is_main():
+            text_cfg = cfg.data.text
+            tok = TextTokenizer.train(texts, vocab_size=text_cfg.vocab_size, lowercase=text_cfg.lowercase)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp-{path.name}")  # keeps the .json suffix save() looks at
+            tok.save(tmp)
+            os.replace(tmp, path)  # atomic: a crash never leaves a torn tokenizer.json
+    barrier()  # under torchrun, the other ranks read the file rank 0 wrote: one vocabulary per run
+    return TextTokenizer.load(path)
 
 
 def preprocessor_from_config(cfg: Config, tokenizer: TextTokenizer | None) -> Preprocessor:
@@ -169,6 +176,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> DataBundle:
         "skipped_count": len(skipped),
         "skipped": skipped,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / DATA_REPORT_FILE).write_text(json.dumps(report, indent=2))
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / DATA_REPORT_FILE).write_text(json.dumps(report, indent=2))
     return bundle

@@ -19,7 +19,7 @@ from typing import Any
 from mmdistill.config.loading import resolved_yaml
 from mmdistill.config.schema import Config
 from mmdistill.recipes.data import prepare_data
-from mmdistill.recipes.evaluate import evaluate_run, format_summary
+from mmdistill.recipes.evaluate import evaluate_run
 from mmdistill.recipes.train import load_trained, spec_for, train_model
 from mmdistill.training.distributed import cleanup, init_distributed, is_main
 from mmdistill.training.logging import MetricsLogger
@@ -58,7 +58,8 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[st
         resume: reuse models already saved in ``run_dir`` instead of retraining them.
 
     Returns:
-        ``{"run_dir": str, "summary": [row, ...], "wall_s": float}``.
+        ``{"run_dir": str, "summary": [row, ...], "wall_s": float, "world_size": int, "rank": int}``
+        (the summary is empty on ranks other than 0).
     """
     t0 = time.perf_counter()
     for module in cfg.plugins:
@@ -109,11 +110,10 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[st
         summary: list[dict[str, Any]] = []
         if "evaluate" in cfg.stages and is_main():
             summary = evaluate_run(run_dir, data, cfg)
-            if summary and not cfg.logging.quiet:
-                print(format_summary(summary))
         wall = time.perf_counter() - t0
         if is_main():
             log.info("run finished in %.1f s: %s", wall, run_dir)
-        return {"run_dir": str(run_dir), "summary": summary, "wall_s": wall, "world_size": dist.world_size}
+        return {"run_dir": str(run_dir), "summary": summary, "wall_s": wall, "world_size": dist.world_size,
+                "rank": dist.rank}
     finally:
         cleanup()
