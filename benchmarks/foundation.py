@@ -29,6 +29,17 @@ from pathlib import Path
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
+def _cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (platform.processor() is empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
     """Mean, sample standard deviation and 95% half-interval (t-distribution)."""
     m = statistics.fmean(values)
@@ -76,7 +87,7 @@ def main() -> None:
     result = {
         "benchmark": "foundation",
         "date": dt.date.today().isoformat(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+        "machine": {"platform": platform.platform(), "processor": _cpu_model(),
                     "cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "seeds": args.seeds,
