@@ -38,7 +38,7 @@ def test_config_overrides_and_options_reach_the_pipeline(calls, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     ((cfg, run_dir, resume),) = calls
     assert (cfg.teacher.train.epochs, cfg.data.limit, cfg.logging.level) == (1, 64, "DEBUG")
-    assert cfg.teacher.preset == "tiny"  # the rest comes from smoke.yaml
+    assert cfg.teacher.preset == "student"  # the rest comes from smoke.yaml
     assert run_dir == tmp_path / "try1" and run_dir.is_dir() and resume
     assert f"results are in {(tmp_path / 'try1').resolve()}" in result.stdout
     assert "1.2 s" in result.stdout
