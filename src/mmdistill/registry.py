@@ -77,7 +77,7 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str, *, key: str | None = None) -> str:
         """``unknown encoder 'cnnn'; did you mean 'cnn'? available: cnn, lstm``."""
         where = f"{key}: " if key else ""
-        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
+        close = difflib.get_close_matches(str(name), list(self._entries), n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return f"{where}unknown {self.kind} '{name}'{hint} available: {', '.join(self.names()) or '(none)'}"
 
