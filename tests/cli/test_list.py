@@ -30,9 +30,18 @@ def test_list_all_groups() -> None:
     pytest.importorskip("mmdistill.models.builders")
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0, result.output
-    for title in ("encoders", "fusions", "heads", "presets"):
+    for title in ("encoders", "fusions", "heads", "presets", "losses", "strategies"):
         assert title in result.stdout
     assert "teacher" in result.stdout and "concat" in result.stdout
+    assert "rkd_angle" in result.stdout and "multi_teacher" in result.stdout
+
+
+def test_list_losses_shows_each_family() -> None:
+    result = runner.invoke(app, ["list", "losses"])
+    assert result.exit_code == 0, result.output
+    for name, family in (("kd_ce", "logits"), ("hint", "feature"), ("sp", "relation")):
+        line = next(line for line in result.stdout.splitlines() if f" {name} " in line)
+        assert family in line
 
 
 def test_unknown_kind_is_a_usage_error() -> None:

@@ -26,14 +26,16 @@ def test_run_smoke_builtin_writes_every_artifact(tmp_path: Path) -> None:
     run = tmp_path / "smoke"
     for rel in ("config.resolved.yaml", "versions.json", "metrics.jsonl", "data.json", "tokenizer.json"):
         assert (run / rel).is_file(), rel
-    for rel in ("teacher", "baselines/image", "baselines/text", "baselines/audio", "students/scratch"):
+    for rel in ("teacher", "baselines/image", "baselines/text", "baselines/audio", "students/scratch",
+                "students/kd"):
         assert (run / rel / "model.safetensors").is_file(), rel
         meta = json.loads((run / rel / "model.json").read_text())
         assert meta["spec"]["num_classes"] == 10
         assert meta["extra"]["classes"][3] == "three"
     summary = json.loads((run / "eval" / "summary.json").read_text())
     names = [r["model"] for r in summary]
-    assert names == ["teacher", "baseline-audio", "baseline-image", "baseline-text", "student-scratch"]
+    assert names == ["teacher", "baseline-audio", "baseline-image", "baseline-text", "student-kd",
+                     "student-scratch"]
     for row in summary:
         assert 0.0 <= row["accuracy"] <= 1.0
     teacher = summary[0]
@@ -42,7 +44,8 @@ def test_run_smoke_builtin_writes_every_artifact(tmp_path: Path) -> None:
     assert student["modalities"] == "image+text+audio"
     assert "baseline-audio" in proc.stdout and "test acc" in proc.stdout
     stages = {json.loads(line)["stage"] for line in (run / "metrics.jsonl").read_text().splitlines()}
-    assert {"teacher", "baseline-image", "student-scratch"} <= stages
+    assert {"teacher", "baseline-image", "student-scratch", "student-kd"} <= stages
+    assert all("gap_recovered" in r for r in summary if r["model"].startswith("student-"))
 
 
 def test_run_multitask_reports_each_task(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ class Kind(StrEnum):
     fusions = "fusions"
     heads = "heads"
     presets = "presets"
+    losses = "losses"
+    strategies = "strategies"
 
 
 # (module, attribute) of each family; imported only when listed, since they import torch.
@@ -26,6 +28,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     "fusions": ("mmdistill.models.registries", "FUSIONS"),
     "heads": ("mmdistill.models.registries", "HEADS"),
     "presets": ("mmdistill.models.builders", "PRESETS"),
+    "losses": ("mmdistill.distill.registries", "LOSSES"),
+    "strategies": ("mmdistill.distill.strategies", "STRATEGIES"),
 }
 
 
@@ -39,10 +43,13 @@ def _load(kind: str) -> Any:
 
 
 def rows(kind: str) -> list[tuple[str, str, str]]:
-    """``(name, modality, description)`` for each component of ``kind``, sorted by name."""
+    """``(name, modality or family, description)`` for each component of ``kind``, sorted by name."""
     container = _load(kind)
     if hasattr(container, "entries"):
-        return [(e.name, str(e.meta.get("modality", "")), e.description) for e in container.entries()]
+        return [
+            (e.name, str(e.meta.get("modality", e.meta.get("family", ""))), e.description)
+            for e in container.entries()
+        ]
     out = []
     for name in sorted(container):
         value = container[name]
@@ -95,11 +102,11 @@ def list_command(
             continue
         table = Table(title=k, title_justify="left", show_header=True, header_style="bold")
         table.add_column("name", style="cyan", no_wrap=True)
-        if k == "encoders":
-            table.add_column("modality")
+        if k in ("encoders", "losses"):
+            table.add_column("modality" if k == "encoders" else "family")
         table.add_column("description")
         for name, modality, desc in found:
             # Text(...) so docstrings holding "[mean, last]" are not read as rich markup.
-            cells = (name, modality, desc) if k == "encoders" else (name, desc)
+            cells = (name, modality, desc) if k in ("encoders", "losses") else (name, desc)
             table.add_row(*(Text(c) for c in cells))
         out.print(table)

@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Modality = Literal["image", "text", "audio"]
-Stage = Literal["teacher", "baselines", "student", "evaluate"]
+Stage = Literal["teacher", "baselines", "student", "distill", "evaluate"]
 Device = Literal["cpu", "cuda", "auto"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
-STAGES: tuple[str, ...] = ("teacher", "baselines", "student", "evaluate")
+STAGES: tuple[str, ...] = ("teacher", "baselines", "student", "distill", "evaluate")
 """Pipeline stages in the order they run."""
 
 
@@ -150,6 +150,64 @@ class BaselinesConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+class DistillTermConfig(_Strict):
+    """One weighted loss term of a distilled student (a loss registry name plus its kwargs).
+
+    ``student_feature``/``teacher_feature`` (default ``fused``) name the features a feature,
+    relation or contrastive loss compares; ``teacher`` picks the teacher they come from (default:
+    the student's first teacher). Logit losses use none of the three.
+    """
+
+    name: str
+    weight: Annotated[Float, Field(ge=0)] = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    student_feature: str | None = None
+    teacher_feature: str | None = None
+    teacher: str | None = None
+
+
+class DistillStudentConfig(_Strict):
+    """One distilled student variant, saved as ``students/<name>/`` (evaluated as ``student-<name>``).
+
+    Architecture: ``preset: null`` reuses the scratch student's preset and overrides (the fair
+    comparison); a preset name builds that preset with this section's own overrides.
+    ``modalities: null`` = the scratch student's. ``terms: null`` = the strategy's defaults,
+    ``ce_weight: null`` = 0 with a ``kd_ce`` term (which holds CE already), else 1.
+    ``teachers: null`` = ``distill.teachers``. ``modality_dropout: null`` = the train section's
+    (``robust``: 0.3 when that is 0); it hides modalities from the student only.
+    ``kwargs`` = the strategy's own options (``teacher_free``: ``correct_prob``).
+    ``train: null`` = the ``student.train`` section.
+    """
+
+    strategy: str = "logit_kd"
+    preset: str | None = None
+    modalities: list[Modality] | None = None
+    encoders: dict[Modality, ComponentConfig] = Field(default_factory=dict)
+    fusion: ComponentConfig | None = None
+    head: ComponentConfig | None = None
+    terms: list[DistillTermConfig] | None = None
+    ce_weight: Annotated[Float, Field(ge=0)] | None = None
+    teachers: list[str] | None = None
+    teacher_weighting: Literal["fixed", "confidence"] = "fixed"
+    teacher_weights: dict[str, Annotated[Float, Field(ge=0)]] = Field(default_factory=dict)
+    modality_dropout: Annotated[Float, Field(ge=0, lt=1)] | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig | None = None
+
+    @field_validator("modalities")
+    @classmethod
+    def _check_modalities(cls, value: list[str] | None) -> list[str] | None:
+        return _unique_modalities(value)
+
+
+class DistillConfig(_Strict):
+    """The distill stage: which run models teach, whether their outputs are cached, which students."""
+
+    cache: Literal["auto", "on", "off"] = "auto"
+    teachers: list[str] = Field(default_factory=lambda: ["teacher"])
+    students: dict[str, DistillStudentConfig] = Field(default_factory=dict)
+
+
 class EvalConfig(_Strict):
     """Evaluation settings; latency is measured on CPU with ``latency_threads`` threads."""
 
@@ -183,6 +241,7 @@ class Config(_Strict):
     teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="teacher"))
     student: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="student"))
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

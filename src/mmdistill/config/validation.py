@@ -367,6 +367,10 @@ def semantic_problems(cfg: Config, *, check_registries: bool = True) -> list[str
     presets = regs.get("presets") if regs else None
     if presets is not None and cfg.baselines.preset not in presets:
         problems.append(_unknown("baselines.preset", "preset", cfg.baselines.preset, presets))
+    if check_registries:
+        from mmdistill.config.distill_checks import distill_problems
+
+        problems += distill_problems(cfg, lambda key, model, c: _model_problems(key, model, c, regs))
     if cfg.eval.latency and not cfg.eval.latency_batch_sizes:
         problems.append(
             "eval.latency_batch_sizes: must list at least one batch size when eval.latency is true"

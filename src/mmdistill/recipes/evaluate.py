@@ -116,12 +116,25 @@ def evaluate_run(run_dir: Path, data: DataBundle, cfg: Config) -> list[dict[str,
         (out_dir / f"{name}.json").write_text(json.dumps(res, indent=2))
         results.append(res)
     teacher = next((r for r in results if r["name"] == "teacher"), None)
-    summary = [_summary_row(r, teacher) for r in results]
+    scratch = next((r for r in results if r["name"] == "student-scratch"), None)
+    summary = [_summary_row(r, teacher, scratch) for r in results]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _summary_row(res: dict[str, Any], teacher: dict[str, Any] | None) -> dict[str, Any]:
+def gap_recovered(accuracy: float, scratch: float, teacher: float) -> float | None:
+    """Share of the teacher–scratch accuracy gap a student closes: ``(acc - scratch) / (teacher - scratch)``.
+
+    1.0 matches the teacher, 0.0 is no better than the student trained from scratch, negative is
+    worse; None when the teacher is not better than the scratch student (no gap to recover).
+    """
+    gap = teacher - scratch
+    return (accuracy - scratch) / gap if gap > 0 else None
+
+
+def _summary_row(
+    res: dict[str, Any], teacher: dict[str, Any] | None, scratch: dict[str, Any] | None = None
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": res["name"],
         "modalities": "+".join(res["modalities"]),
@@ -132,6 +145,8 @@ def _summary_row(res: dict[str, Any], teacher: dict[str, Any] | None) -> dict[st
     if teacher is not None and res["name"] != "teacher":
         row["compression"] = teacher["parameters"] / max(res["parameters"], 1)
         row["teacher_agreement"] = res.get("teacher_agreement")
+        if scratch is not None and res["name"].startswith("student-"):
+            row["gap_recovered"] = gap_recovered(res["accuracy"], scratch["accuracy"], teacher["accuracy"])
     lat = res.get("latency")
     if lat:
         for key, val in lat.items():
@@ -150,6 +165,7 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
         ("accuracy", "test acc", "{:.4f}"),
         ("macro_f1", "macro-F1", "{:.4f}"),
         ("teacher_agreement", "agree", "{:.3f}"),
+        ("gap_recovered", "gap rec.", "{:.2f}"),
         ("latency_b1_ms", "b1 ms", "{:.2f}"),
         ("latency_b64_ms", "b64 ms", "{:.2f}"),
     ]

@@ -1,9 +1,9 @@
 """The whole pipeline behind ``mmdistill run``: one config, one run directory, stages in order.
 
 Stages (``cfg.stages``): ``teacher`` → ``baselines`` (one unimodal model per modality) →
-``student`` (from scratch) → ``evaluate``. Every stage reads and writes only the run directory,
-so a stage left out of ``stages`` reuses what an earlier run saved there. Later issues add
-``distill``, ``compress``, ``export`` and ``report`` to the same sequence.
+``student`` (from scratch) → ``distill`` (the ``distill.students`` variants) → ``evaluate``. Every
+stage reads and writes only the run directory, so a stage left out of ``stages`` reuses what an
+earlier run saved there. Later issues add ``compress``, ``export`` and ``report`` to the same sequence.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ import importlib.metadata as md
 import json
 import logging
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from mmdistill.config.loading import resolved_yaml
-from mmdistill.config.schema import Config
+from mmdistill.config.schema import STAGES, Config
 from mmdistill.recipes.data import prepare_data
+from mmdistill.recipes.distill import adopt_teacher_tokenizer, check_distill_inputs, run_distill_stage
 from mmdistill.recipes.evaluate import evaluate_run
-from mmdistill.recipes.train import load_trained, spec_for, train_model
-from mmdistill.training.distributed import cleanup, init_distributed, is_main
+from mmdistill.recipes.train import spec_for, train_model
+from mmdistill.training.distributed import barrier, cleanup, init_distributed, is_main
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.runtime import describe_machine, set_threads
 
@@ -49,19 +51,21 @@ def _write_run_header(cfg: Config, run_dir: Path, world_size: int) -> None:
     (run_dir / "versions.json").write_text(json.dumps(info, indent=2))
 
 
-def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
+def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] = False) -> dict[str, Any]:
     """Run the configured stages into ``run_dir`` and return the evaluation summary.
 
     Args:
         cfg: a validated configuration.
         run_dir: the run directory (created if needed).
-        resume: reuse models already saved in ``run_dir`` instead of retraining them.
+        resume: reuse models already saved in ``run_dir`` instead of retraining them: True for every
+            stage, or the names of the stages that reuse (``{"student"}``).
 
     Returns:
         ``{"run_dir": str, "summary": [row, ...], "wall_s": float, "world_size": int, "rank": int}``
         (the summary is empty on ranks other than 0).
     """
     t0 = time.perf_counter()
+    reuse = set(STAGES) if resume is True else set(resume or ())
     for module in cfg.plugins:
         importlib.import_module(module)
     set_threads(cfg.threads)
@@ -74,13 +78,18 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[st
             quiet=cfg.logging.quiet,
             tensorboard_dir=run_dir / "tensorboard" if cfg.logging.tensorboard else None,
         )
+        check_distill_inputs(cfg, run_dir)  # fail now, not after training the teacher
+        if "teacher" in cfg.stages and cfg.teacher.checkpoint:
+            # Before the data stage: a loaded teacher only understands its own tokenizer's ids.
+            adopt_teacher_tokenizer(Path(cfg.teacher.checkpoint), run_dir)
         data = prepare_data(cfg, run_dir)
         log.info(
             "data: %s, %s", data.source, ", ".join(f"{s}={len(ds)}" for s, ds in data.splits.items())
         )
 
         def stage(name: str, directory: Path, spec: dict, train_cfg, seed: int) -> None:
-            if resume and (directory / "model.json").exists():
+            group = {"teacher": "teacher", "baseline": "baselines", "student": "student"}[name.split("-")[0]]
+            if group in reuse and (directory / "model.json").exists():
                 log.info("%s: reusing %s", name, directory)
                 return
             log.info("%s: training on %s with %s", name, "+".join(spec["encoders"]), data.source)
@@ -89,11 +98,13 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[st
         if "teacher" in cfg.stages:
             if cfg.teacher.checkpoint:
                 log.info("teacher: loaded from %s (not trained)", cfg.teacher.checkpoint)
-                trained = load_trained(Path(cfg.teacher.checkpoint))
                 if is_main():
-                    from mmdistill.models.checkpoint import save_model
+                    from mmdistill.models.checkpoint import load_model, save_model
 
-                    save_model(trained.model, run_dir / "teacher", extra={"source": cfg.teacher.checkpoint})
+                    # Keep the checkpoint's metadata (classes, tokenizer, preprocessing) and say where it
+                    # came from: the run directory must describe its teacher on its own.
+                    model, extra = load_model(Path(cfg.teacher.checkpoint))
+                    save_model(model, run_dir / "teacher", extra={**extra, "source": cfg.teacher.checkpoint})
             else:
                 mods = cfg.teacher.modalities or cfg.data.modalities
                 spec = spec_for(cfg.teacher, data, cfg, preset=cfg.teacher.preset, modalities=mods)
@@ -106,6 +117,10 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[st
             mods = cfg.student.modalities or cfg.data.modalities
             spec = spec_for(cfg.student, data, cfg, preset=cfg.student.preset, modalities=mods)
             stage("student-scratch", run_dir / "students" / "scratch", spec, cfg.student.train, cfg.seed)
+
+        if "distill" in cfg.stages and cfg.distill.students:
+            barrier()  # under torchrun, rank 0 saved the teacher: every rank loads it from disk
+            run_distill_stage(cfg, data, run_dir, logger=logger, resume="distill" in reuse)
 
         summary: list[dict[str, Any]] = []
         if "evaluate" in cfg.stages and is_main():

@@ -109,11 +109,12 @@ def drop_modalities_randomly(batch: Batch, p: float, generator: torch.Generator 
     if p <= 0.0 or len(mods) < 2:
         return batch
     present = torch.stack([batch["present"][m] for m in mods], dim=1)  # [B, M]
-    keep = present & (torch.rand(present.shape, generator=generator) >= p)
+    # Random numbers are drawn on the CPU (where ``generator`` lives) and moved to the masks' device.
+    keep = present & (torch.rand(present.shape, generator=generator) >= p).to(present.device)
     emptied = present.any(dim=1) & ~keep.any(dim=1)
     if bool(emptied.any()):
         # Give every emptied row back one of its own modalities, chosen uniformly.
-        scores = torch.rand(present.shape, generator=generator).masked_fill(~present, -1.0)
+        scores = torch.rand(present.shape, generator=generator).to(present.device).masked_fill(~present, -1.0)
         rows = emptied.nonzero().squeeze(1)
         keep[rows, scores[rows].argmax(dim=1)] = True
     return {**batch, "present": {m: keep[:, i] for i, m in enumerate(mods)}}

@@ -1,0 +1,176 @@
+"""Multi-teacher distillation: the student matches a per-row weighted mixture of teachers.
+
+Typical use: the fused (all-modality) teacher plus the run's unimodal baselines as per-modality
+specialists. The target distribution of row b at temperature T is
+
+    q_b = sum_i w_bi * softmax(z_ib / T)          (sum_i w_bi = 1)
+
+and the logit terms receive ``T * log q_b`` as "teacher logits", whose softmax at T is exactly
+``q_b``, so every logit loss of the registry works unchanged.
+
+Weights (``teacher_weighting``):
+
+- ``fixed``: the given ``teacher_weights`` (default equal), the same for every row.
+- ``confidence``: per row, a softmax over teachers of their negative entropy
+  ``-H(softmax(z_ib)) = sum_k p log p`` (at T = 1), times the fixed weights as a prior:
+  ``w_bi ∝ prior_i * exp(-H_ib)``. A teacher that is sure of a row (low entropy) counts more
+  there; entropy rather than the max probability, because it also sees how the rest of the
+  mass is spread. Confidence weights are computed from the teachers alone, so they never
+  depend on the student or the labels.
+
+In both modes a teacher that sees none of its modalities in a row (a unimodal specialist on a row
+missing its modality) gets weight 0 there, unless no teacher sees the row (then the row keeps the
+unmasked weights). References: S. You et al., "Learning from Multiple Teacher Networks", KDD 2017
+(averaged soft targets of several teachers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmdistill.data.batch import Batch
+from mmdistill.distill.strategies.base import DistillStrategy, OutputCache, TeacherOutputs, Term
+from mmdistill.distill.strategies.logit import DEFAULT_LOGIT_TERMS
+from mmdistill.errors import ConfigError
+
+WEIGHTINGS: tuple[str, ...] = ("fixed", "confidence")
+
+
+def confidence_weights(
+    teacher_logits: Sequence[torch.Tensor], prior: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-row teacher weights ``softmax_i(log prior_i - H_ib)`` (see the module docstring).
+
+    Args:
+        teacher_logits: one ``[B, K]`` tensor per teacher.
+        prior: ``[N]`` non-negative teacher weights (default equal).
+
+    Shapes:
+        returns ``[B, N]``; each row sums to 1.
+    """
+    stacked = torch.stack([z.float() for z in teacher_logits], dim=1)  # [B, N, K]
+    log_p = F.log_softmax(stacked, dim=-1)
+    neg_entropy = (log_p.exp() * log_p).sum(-1)  # [B, N], in [-log K, 0]
+    if prior is not None:
+        neg_entropy = neg_entropy + torch.log(prior.to(neg_entropy)).unsqueeze(0)
+    return torch.softmax(neg_entropy, dim=1)
+
+
+def mixture_logits(
+    teacher_logits: Sequence[torch.Tensor], weights: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``T * log(sum_i w_bi softmax(z_ib / T))``: logits whose softmax at ``T`` is the mixture.
+
+    Computed in log space (``logsumexp``) so that a zero weight or a near-zero probability never
+    produces NaN.
+
+    Shapes:
+        teacher_logits: ``N`` tensors ``[B, K]``; weights: ``[B, N]`` (rows sum to 1). Returns ``[B, K]``.
+    """
+    log_p = torch.stack([F.log_softmax(z.float() / temperature, dim=-1) for z in teacher_logits], dim=1)
+    log_w = torch.log(weights.float()).unsqueeze(-1)  # [B, N, 1]; log 0 = -inf drops that teacher
+    return temperature * torch.logsumexp(log_p + log_w, dim=1)
+
+
+def availability(batch: Batch, teacher_modalities: Sequence[Sequence[str]], rows: int,
+                 device: torch.device) -> torch.Tensor:
+    """``[B, N]`` bool: does teacher i see at least one of its modalities in row b."""
+    present = batch.get("present", {})
+    cols = []
+    for mods in teacher_modalities:
+        seen = torch.zeros(rows, dtype=torch.bool, device=device)
+        for m in mods:
+            if m in batch:
+                mask = present.get(m)
+                seen = seen | (mask.to(device) if mask is not None else torch.ones_like(seen))
+        cols.append(seen if mods else torch.ones_like(seen))
+    return torch.stack(cols, dim=1)
+
+
+class TeacherMixture:
+    """The :data:`~mmdistill.distill.strategies.base.TargetFn` of ``multi_teacher`` (see the module doc).
+
+    Args:
+        names: teacher names, in the order of ``prior``.
+        modalities: each teacher's modalities (for the availability mask).
+        weighting: ``fixed`` or ``confidence``.
+        prior: ``[N]`` non-negative weights, not all zero.
+    """
+
+    def __init__(self, names: Sequence[str], modalities: Sequence[Sequence[str]], weighting: str,
+                 prior: torch.Tensor) -> None:
+        self.names = list(names)
+        self.modalities = [list(m) for m in modalities]
+        self.weighting = weighting
+        self.prior = prior / prior.sum()
+
+    def weights(self, outputs: TeacherOutputs, batch: Batch) -> torch.Tensor:
+        """Per-row teacher weights ``[B, N]`` (rows sum to 1)."""
+        logits = [outputs[n]["logits"] for n in self.names]
+        rows, device = logits[0].shape[0], logits[0].device
+        prior = self.prior.to(device)
+        if self.weighting == "confidence":
+            w = confidence_weights(logits, prior)
+        else:
+            w = prior.unsqueeze(0).expand(rows, -1)
+        avail = availability(batch, self.modalities, rows, device)
+        masked = w * avail
+        sums = masked.sum(dim=1, keepdim=True)
+        # Rows that no teacher sees keep the unmasked weights instead of dividing by zero.
+        return torch.where(sums > 0, masked / sums.clamp_min(1e-12), w)
+
+    def __call__(self, outputs: TeacherOutputs, batch: Batch, temperature: float,
+                 student_logits: torch.Tensor) -> torch.Tensor:
+        w = self.weights(outputs, batch)
+        return mixture_logits([outputs[n]["logits"] for n in self.names], w, temperature)
+
+
+def multi_teacher(
+    student: nn.Module,
+    *,
+    teachers: Mapping[str, nn.Module],
+    caches: Mapping[str, OutputCache] | None = None,
+    terms: Sequence[Term | Mapping[str, Any]] | None = None,
+    teacher_weighting: str = "fixed",
+    teacher_weights: Mapping[str, float] | None = None,
+    key: str = "distill",
+    **common: Any,
+) -> DistillStrategy:
+    """Distill from several teachers through a weighted mixture of their softened outputs.
+
+    Args:
+        teachers: at least two; name → model.
+        teacher_weighting: ``fixed`` or ``confidence``.
+        teacher_weights: name → weight >= 0 (missing names weigh 1); the prior under ``confidence``.
+        **common: the other :class:`DistillStrategy` arguments.
+    """
+    names = list(teachers)
+    weights = dict(teacher_weights or {})
+    problems = []
+    if len(names) < 2:
+        problems.append(f"{key}.teachers: multi_teacher needs at least two teachers, got {names}; add one "
+                        "(e.g. baseline-image) or use strategy logit_kd")
+    if teacher_weighting not in WEIGHTINGS:
+        problems.append(f"{key}.teacher_weighting: must be one of {list(WEIGHTINGS)}, got "
+                        f"{teacher_weighting!r}")
+    for n, w in weights.items():
+        if n not in names:
+            problems.append(f"{key}.teacher_weights.{n}: not a teacher of this student; teachers: "
+                            f"{', '.join(names)}")
+        elif not (w >= 0 and math.isfinite(w)):
+            problems.append(f"{key}.teacher_weights.{n}: must be a finite number >= 0, got {w}")
+    prior = torch.tensor([float(weights.get(n, 1.0)) for n in names], dtype=torch.float32)
+    if not problems and not bool((prior > 0).any()):
+        problems.append(f"{key}.teacher_weights: at least one teacher needs a weight > 0, got {weights}")
+    if problems:
+        raise ConfigError(problems)
+    mods = [list(getattr(teachers[n], "modalities", [])) for n in names]
+    mixture = TeacherMixture(names, mods, teacher_weighting, prior)
+    return DistillStrategy(student, terms=DEFAULT_LOGIT_TERMS if terms is None else terms, teachers=teachers,
+                           caches=caches, target_fn=mixture, name="multi_teacher", key=key, **common)

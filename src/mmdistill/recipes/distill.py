@@ -1,0 +1,266 @@
+"""Distill stage: train each ``distill.students`` variant from the run's teacher(s) with a strategy.
+
+Reads top to bottom: teachers (loaded from the run directory, checked against the data) → student
+(same spec builder as the scratch student) → strategy → teacher caches → loaders → fit → save to
+``students/<variant>/``, which evaluation reports as ``student-<variant>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from mmdistill.config.distill_checks import teacher_modalities, variant_model_config, variant_teachers
+from mmdistill.config.schema import Config, DistillStudentConfig
+from mmdistill.data.batch import PRIMARY_TASK
+from mmdistill.data.loaders import make_loader
+from mmdistill.distill.cache import TeacherCache
+from mmdistill.distill.strategies import DistillStrategy, build_strategy, distill_step
+from mmdistill.errors import CheckpointError
+from mmdistill.models.builders import build_model
+from mmdistill.models.checkpoint import read_model_json, save_model
+from mmdistill.models.multimodal import MultimodalModel
+from mmdistill.recipes.data import TOKENIZER_FILE, DataBundle
+from mmdistill.recipes.train import TrainedModel, checkpoint_extra, load_trained, spec_for
+from mmdistill.training.distributed import get_dist_info, is_main
+from mmdistill.training.logging import MetricsLogger
+from mmdistill.training.loop import fit
+from mmdistill.training.runtime import seed_everything
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "cache"
+
+
+def teacher_directory(run_dir: Path, name: str) -> Path:
+    """Where the run model ``name`` (``teacher`` or ``baseline-<m>``) is saved."""
+    if name.startswith("baseline-"):
+        return run_dir / "baselines" / name.removeprefix("baseline-")
+    return run_dir / "teacher"
+
+
+def adopt_teacher_tokenizer(checkpoint: Path, run_dir: Path) -> None:
+    """Copy the tokenizer a loaded teacher was trained with into ``run_dir`` (if the run has none).
+
+    A teacher's text encoder only understands the token ids of its own tokenizer, which
+    :func:`~mmdistill.recipes.train.checkpoint_extra` names in ``model.json`` and which sits in the
+    teacher's run folder (the checkpoint's parent). Without this, the data stage would train a new
+    tokenizer with different ids.
+
+    Raises:
+        CheckpointError: the run already holds a different tokenizer.
+    """
+    meta = read_model_json(checkpoint)
+    name = (meta.get("extra") or {}).get("tokenizer")
+    if not name or "text" not in meta["spec"].get("modalities", []):
+        return
+    source = next((d / name for d in (checkpoint, checkpoint.parent) if (d / name).is_file()), None)
+    target = run_dir / TOKENIZER_FILE
+    if source is None:
+        log.warning("teacher %s names tokenizer %s but it is not next to it; the run trains its own",
+                    checkpoint, name)
+        return
+    if target.exists():
+        if target.read_bytes() != source.read_bytes():
+            raise CheckpointError(
+                f"{target}: this run's tokenizer differs from the one teacher {checkpoint} was trained with "
+                f"({source}); use a new run folder, or delete {target} so the teacher's is copied"
+            )
+        return
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        log.info("tokenizer: using the teacher's (%s)", source)
+
+
+def check_teacher(model: MultimodalModel, name: str, data: DataBundle, cfg: Config, *, source: str) -> None:
+    """Fail before training when a teacher does not fit the data or the config.
+
+    Raises:
+        CheckpointError: class count, modalities or text vocabulary differ, naming ``source`` and the fix.
+    """
+    problems = []
+    if model.num_classes != data.num_classes:
+        problems.append(f"it predicts {model.num_classes} classes but the data has {data.num_classes} "
+                        f"({', '.join(data.classes[:5])}{', ...' if data.num_classes > 5 else ''})")
+    configured = teacher_modalities(cfg, name)
+    if sorted(model.modalities) != sorted(configured):
+        key = "teacher.modalities" if name == "teacher" else "data.modalities"
+        problems.append(f"it reads {'+'.join(model.modalities)} but the config says {'+'.join(configured)} "
+                        f"({key}); set {key} to match the checkpoint")
+    text = (model.spec or {}).get("encoders", {}).get("text", {}).get("kwargs", {})
+    if "vocab_size" in text and data.vocab_size and int(text["vocab_size"]) != data.vocab_size:
+        problems.append(f"its text encoder has a vocabulary of {text['vocab_size']} tokens but the run's "
+                        f"tokenizer has {data.vocab_size}; distill in the teacher's run folder (it holds "
+                        "its tokenizer.json)")
+    if problems:
+        raise CheckpointError(f"{source}: teacher '{name}' does not match this run: {'; '.join(problems)}; "
+                              "or point to a teacher trained on this data")
+
+
+def teacher_keys(cfg: Config) -> dict[str, str]:
+    """Teacher name → the config key that asks for it (first variant wins), for error messages."""
+    keys: dict[str, str] = {}
+    for name, v in cfg.distill.students.items():
+        key = f"distill.students.{name}.teachers" if v.teachers is not None else "distill.teachers"
+        for t in variant_teachers(cfg, v):
+            keys.setdefault(t, key)
+    return keys
+
+
+def _missing_teacher(name: str, directory: Path, key: str) -> CheckpointError:
+    stage = "teacher" if name == "teacher" else "baselines"
+    return CheckpointError(
+        f"{key}: '{name}' has no checkpoint at {directory}; add '{stage}' to stages (before distill) or "
+        f"train it into this run folder first, or remove '{name}' from the teachers"
+    )
+
+
+def check_distill_inputs(cfg: Config, run_dir: Path) -> None:
+    """Before any stage runs: every teacher the students need is trained by this run or already saved.
+
+    Raises:
+        CheckpointError: a teacher will not exist when the distill stage starts.
+    """
+    if "distill" not in cfg.stages:
+        return
+    for name, key in teacher_keys(cfg).items():
+        if name == "teacher":
+            scheduled = "teacher" in cfg.stages
+        else:
+            scheduled = "baselines" in cfg.stages and cfg.baselines.unimodal
+        directory = teacher_directory(run_dir, name)
+        if not scheduled and not (directory / "model.json").is_file():
+            raise _missing_teacher(name, directory, key)
+
+
+def load_teachers(
+    names: list[str], run_dir: Path, data: DataBundle, cfg: Config
+) -> dict[str, MultimodalModel]:
+    """Load and check the run models ``names`` (frozen, eval mode) from ``run_dir``."""
+    teachers: dict[str, MultimodalModel] = {}
+    keys = teacher_keys(cfg)
+    for name in names:
+        directory = teacher_directory(run_dir, name)
+        if not (directory / "model.json").is_file():
+            raise _missing_teacher(name, directory, keys.get(name, "distill.teachers"))
+        model = load_trained(directory).model
+        check_teacher(model, name, data, cfg, source=str(directory))
+        teachers[name] = model.requires_grad_(False).eval()
+    return teachers
+
+
+def _device(cfg: Config) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Config, run_dir: Path,
+                          device: torch.device) -> None:
+    """Give the strategy cached teacher outputs on the training split (``distill.cache``); log the source."""
+    if not strategy.teacher_names:
+        return
+    if cfg.distill.cache == "off":
+        log.info("teacher runs online: distill.cache is off (%s)", ", ".join(strategy.teacher_names))
+        return
+    caches = {}
+    preprocessing = cfg.data.model_dump(mode="json", include={"image", "audio", "text"})
+    for name, features in strategy.required_features().items():
+        teacher = strategy.teachers[name].to(device)
+        cache = TeacherCache.get_or_build(
+            run_dir / CACHE_DIR, teacher, data.splits["train"], features=features,
+            extra={"split": "train", "preprocessing": preprocessing},
+            batch_size=cfg.data.eval_batch_size, progress=cfg.logging.progress and not cfg.logging.quiet,
+            device=device,
+        )
+        log.info("teacher outputs: cache %s (%s)", cache.directory, name)
+        caches[name] = cache
+    strategy.attach_caches(caches)
+
+
+def distill_student(
+    name: str,
+    variant: DistillStudentConfig,
+    data: DataBundle,
+    cfg: Config,
+    run_dir: Path,
+    *,
+    teachers: dict[str, MultimodalModel],
+    logger: MetricsLogger,
+    seed: int,
+) -> TrainedModel:
+    """Train distilled student ``name`` and save its best epoch to ``run_dir/students/<name>``."""
+    key = f"distill.students.{name}"
+    model_cfg = variant_model_config(cfg, variant)
+    mods = model_cfg.modalities or cfg.data.modalities
+    spec = spec_for(model_cfg, data, cfg, preset=model_cfg.preset, modalities=mods)
+    train_cfg = variant.train or cfg.student.train
+    seed_everything(seed)  # same seed as the scratch student: same initial weights for the same spec
+    student = build_model(spec)
+    own = {t: teachers[t] for t in variant_teachers(cfg, variant)}
+    for t, model in own.items():
+        if model.num_classes != student.num_classes:
+            raise CheckpointError(f"{key}: the student predicts {student.num_classes} classes but teacher "
+                                  f"'{t}' {model.num_classes}; use a teacher trained on this data")
+    options = dict(variant.kwargs)
+    if variant.strategy == "multi_teacher":
+        options.update(teacher_weighting=variant.teacher_weighting, teacher_weights=variant.teacher_weights)
+    dropout = variant.modality_dropout
+    if dropout is None and train_cfg.modality_dropout > 0:
+        dropout = train_cfg.modality_dropout
+    task_weights = None
+    if data.tasks:
+        task_weights = {PRIMARY_TASK: 1.0, **{t: cfg.data.task_weights.get(t, 1.0) for t in data.tasks}}
+    strategy = build_strategy(
+        variant.strategy, student, key=key, teachers=own,
+        terms=[t.model_dump() for t in variant.terms] if variant.terms is not None else None,
+        ce_weight=variant.ce_weight, modality_dropout=dropout, label_smoothing=train_cfg.label_smoothing,
+        task_weights=task_weights, **options,
+    )
+    device = _device(cfg)
+    attach_teacher_caches(strategy, data, cfg, run_dir, device)
+    log.info("distill %s: %s", name, strategy.extra_repr())
+    dist = get_dist_info()
+    per_rank_batch = max(1, cfg.data.batch_size // dist.world_size)  # global batch, as in train_model
+    train_loader = make_loader(data.splits["train"], per_rank_batch, shuffle=True, seed=seed, drop_last=False,
+                               distributed=dist.enabled, num_workers=cfg.data.num_workers)
+    val_loader = make_loader(data.splits["val"], cfg.data.eval_batch_size, shuffle=False, seed=seed,
+                             distributed=dist.enabled)
+    stage = f"student-{name}"
+    result = fit(
+        strategy, train_loader, val_loader, distill_step,
+        epochs=train_cfg.epochs, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
+        warmup_steps=train_cfg.warmup, patience=train_cfg.patience, grad_clip=train_cfg.grad_clip,
+        logger=logger, stage=stage, progress=cfg.logging.progress and not cfg.logging.quiet, device=device,
+    )
+    student = strategy.student.to("cpu").eval()
+    out_dir = run_dir / "students" / name
+    if is_main():
+        extra = checkpoint_extra(data, cfg) | {"stage": stage, "seed": seed, "strategy": variant.strategy,
+                                               "teachers": list(own)}
+        save_model(student, out_dir, extra=extra)
+    return TrainedModel(model=student, directory=out_dir, fit=result)
+
+
+def run_distill_stage(cfg: Config, data: DataBundle, run_dir: Path, *, logger: MetricsLogger,
+                      resume: bool = False) -> dict[str, TrainedModel | None]:
+    """Distill every ``cfg.distill.students`` variant (``resume`` reuses saved ones: value None)."""
+    out: dict[str, TrainedModel | None] = {}
+    todo = {}
+    for name, variant in cfg.distill.students.items():
+        if resume and (run_dir / "students" / name / "model.json").exists():
+            log.info("student-%s: reusing %s", name, run_dir / "students" / name)
+            out[name] = None
+        else:
+            todo[name] = variant
+    needed = list(dict.fromkeys(t for v in todo.values() for t in variant_teachers(cfg, v)))
+    teachers = load_teachers(needed, run_dir, data, cfg)
+    for name, variant in todo.items():
+        log.info("student-%s: distilling with %s", name, variant.strategy)
+        out[name] = distill_student(name, variant, data, cfg, run_dir, teachers=teachers, logger=logger,
+                                    seed=cfg.seed)
+    return out

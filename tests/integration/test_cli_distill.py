@@ -1,0 +1,56 @@
+"""End-to-end runs of `mmdistill distill` (the distill stage alone against a run folder)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "mmdistill.cli.main"]
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_distill_command_against_a_trained_teacher(tmp_path: Path) -> None:
+    proc = _run(["run", "smoke", "stages=[teacher]", "--output-dir", str(tmp_path), "--name", "base"],
+                tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    teacher = tmp_path / "base" / "teacher"
+    run = tmp_path / "kd"
+    proc = _run(["distill", "smoke", "--teacher", str(teacher), "--run-dir", str(run)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The teacher's tokenizer is reused (token ids must not change) and the checkpoint copied in.
+    assert (run / "tokenizer.json").read_bytes() == (tmp_path / "base" / "tokenizer.json").read_bytes()
+    copied = (run / "teacher" / "model.safetensors").read_bytes()
+    assert copied == (teacher / "model.safetensors").read_bytes()
+    for variant in ("kd", "scratch"):
+        meta = json.loads((run / "students" / variant / "model.json").read_text())
+        assert meta["spec"]["num_classes"] == 10
+    assert json.loads((run / "students" / "kd" / "model.json").read_text())["extra"]["strategy"] == "logit_kd"
+    assert list((run / "cache").glob("teacher-*/logits.npy"))
+    assert "teacher outputs: cache" in proc.stderr
+    summary = {r["model"]: r for r in json.loads((run / "eval" / "summary.json").read_text())}
+    assert list(summary) == ["teacher", "student-kd", "student-scratch"]
+    assert "gap_recovered" in summary["student-kd"]
+    assert summary["student-scratch"]["gap_recovered"] in (0.0, None)
+    assert 0.0 <= summary["student-kd"]["teacher_agreement"] <= 1.0
+    assert "student-kd" in proc.stdout and "students/kd" in proc.stdout
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    kd = [r for r in records if r.get("stage") == "student-kd" and "train/loss/kd_ce" in r]
+    assert kd and all(r["train/loss/ce"] > 0 for r in kd)
+
+
+def test_distill_command_errors_name_the_fix(tmp_path: Path) -> None:
+    proc = _run(["distill", "smoke", "distill.students={}", "--run-dir", str(tmp_path / "r")], tmp_path)
+    assert proc.returncode == 2 and "nothing to distill" in proc.stderr
+    proc = _run(["distill", "smoke", "--run-dir", str(tmp_path / "r")], tmp_path)
+    assert proc.returncode == 2 and "--teacher PATH" in proc.stderr
+    proc = _run(["distill", "smoke", "--teacher", str(tmp_path / "missing")], tmp_path)
+    assert proc.returncode == 2 and "teacher.checkpoint: checkpoint folder not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
