@@ -19,6 +19,7 @@ from mmdistill.data.collate import collate
 from mmdistill.data.loaders import make_loader
 from mmdistill.evaluation.efficiency import bytes_on_disk, count_parameters, model_latency
 from mmdistill.evaluation.metrics import classification_report
+from mmdistill.evaluation.robustness import drop_one_losses, subset_accuracy
 from mmdistill.models.multimodal import MultimodalModel
 from mmdistill.recipes.data import DataBundle
 from mmdistill.recipes.train import load_trained
@@ -66,7 +67,9 @@ def evaluate_model(
 
     Returns a JSON-serializable dict: accuracy, macro-F1, confusion matrix, per-task metrics,
     parameters, bytes on disk, latency (when ``cfg.eval.latency``) and, when ``reference_preds``
-    (the teacher's test predictions) is given, top-1 agreement with it.
+    (the teacher's test predictions) is given, top-1 agreement with it. Models with several
+    modalities also get ``modality_subsets`` (accuracy for every non-empty subset of their
+    modalities) and ``drop_one_loss`` (points lost when each single modality is removed).
     """
     loader = make_loader(data.splits[split], cfg.data.eval_batch_size, shuffle=False, seed=cfg.seed)
     preds = predict(model, loader, device="cpu")
@@ -80,6 +83,11 @@ def evaluate_model(
         **report,
     }
     top1 = preds.logits.argmax(-1)
+    if len(model.modalities) > 1:
+        # Missing-modality robustness: accuracy on every non-empty subset of the model's modalities.
+        subsets = subset_accuracy(model, list(loader), list(model.modalities))
+        out["modality_subsets"] = subsets
+        out["drop_one_loss"] = drop_one_losses(subsets, list(model.modalities))
     if reference_preds is not None:
         out["teacher_agreement"] = float((top1 == reference_preds).float().mean())
     if cfg.eval.latency:
