@@ -73,7 +73,8 @@ def summarize(runs: list[dict]) -> dict:
                  and runs[0]["evals"][n]["modalities"] == list(MODALITIES)]
     gap = {n: [(a - s) / (t - s) if t > s else float("nan")
                for a, s, t in zip(acc[n], scratch, teacher, strict=True)] for n in distilled}
-    share = {n: [a / t for a, t in zip(acc[n], teacher, strict=True)] for n in distilled}
+    share = {n: [a / t for a, t in zip(acc[n], teacher, strict=True)]
+             for n in ["student-scratch", *distilled]}
     cross = [a - b for a, b in zip(acc["student-audio-kd"], acc["student-audio-ce"], strict=True)]
     drop = {n: {m: [r["evals"][n]["drop_one_loss"][m] for r in runs] for m in MODALITIES}
             for n in ("student-robust", "student-plain", "student-scratch", "teacher")}
@@ -88,8 +89,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/distill.json"))
     ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
+    ap.add_argument("--reprint", type=Path, default=None,
+                    help="print the tables again from an earlier results JSON (recomputing its summary)")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = ap.parse_args()
+    if args.reprint is not None:
+        old = json.loads(args.reprint.read_text())
+        old["summary"] = summarize(old["runs"])
+        args.reprint.write_text(json.dumps(old, indent=2))
+        report(old["summary"], old["runs"], args.reprint)
+        return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmdistill-distill-"))
     runs = [run_seed(s, workdir, args.overrides) for s in args.seeds]
     s = summarize(runs)
