@@ -54,3 +54,23 @@ def test_distill_command_errors_name_the_fix(tmp_path: Path) -> None:
     proc = _run(["distill", "smoke", "--teacher", str(tmp_path / "missing")], tmp_path)
     assert proc.returncode == 2 and "teacher.checkpoint: checkpoint folder not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_distill_stage_under_torchrun_two_processes(tmp_path: Path) -> None:
+    """The distill stage under DDP: rank 0 builds the teacher cache once, both ranks train the student."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "mmdistill.cli.main", "run", "smoke",
+         "stages=[teacher,student,distill,evaluate]", "--output-dir", str(tmp_path), "--name", "ddp"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ddp"
+    assert len(list((run / "cache").glob("teacher-*/logits.npy"))) == 1  # one cache, shared by the ranks
+    assert not list((run / "cache").glob(".tmp-*"))  # no half-written cache left behind
+    kd_epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                 if '"student-kd"' in line and "val/accuracy" in line]
+    assert [e["epoch"] for e in kd_epochs] == [1]  # logged once, by rank 0
+    assert {"train/loss/kd_ce", "train/loss/ce"} <= set(kd_epochs[0])  # every loss term is logged
+    summary = {r["model"]: r for r in json.loads((run / "eval" / "summary.json").read_text())}
+    assert set(summary) == {"teacher", "student-kd", "student-scratch"}
