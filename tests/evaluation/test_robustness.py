@@ -41,3 +41,8 @@ def test_subset_accuracy_hides_the_other_modalities() -> None:
     acc = subset_accuracy(ImageOracle(), _batches(), ["image", "audio"])
     assert acc == {"image+audio": 1.0, "image": 1.0, "audio": 1 / 6}  # only label 0 is right blind
     assert drop_one_losses(acc, ["image", "audio"]) == {"image": 1.0 - 1 / 6, "audio": 0.0}
+
+
+def test_subset_accuracy_reuses_a_known_full_accuracy() -> None:
+    acc = subset_accuracy(ImageOracle(), _batches(), ["image", "audio"], full_accuracy=0.25)
+    assert acc == {"image+audio": 0.25, "image": 1.0, "audio": 1 / 6}

@@ -28,7 +28,12 @@ def modality_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def subset_accuracy(
-    model: nn.Module, batches: Iterable[Batch], modalities: Sequence[str], *, device: str = "cpu"
+    model: nn.Module,
+    batches: Iterable[Batch],
+    modalities: Sequence[str],
+    *,
+    device: str = "cpu",
+    full_accuracy: float | None = None,
 ) -> dict[str, float]:
     """Accuracy for each non-empty subset of ``modalities`` (keys like ``"image+audio"``).
 
@@ -37,6 +42,8 @@ def subset_accuracy(
         batches: the evaluation batches (iterated once per subset, so pass a list).
         modalities: the model's modalities.
         device: where to run.
+        full_accuracy: the accuracy with every modality, when the caller already measured it
+            (that pass is then skipped).
 
     Shapes:
         each batch per the contract of :mod:`mmdistill.data.batch`; ``batch["label"]`` ``[B]``.
@@ -46,6 +53,9 @@ def subset_accuracy(
     batches = list(batches)
     out: dict[str, float] = {}
     for subset in modality_subsets(modalities):
+        if full_accuracy is not None and len(subset) == len(modalities):
+            out["+".join(subset)] = full_accuracy
+            continue
         hidden = [m for m in modalities if m not in subset]
         preds = predict(model, [drop_modalities(b, hidden) for b in batches], device=device)
         out["+".join(subset)] = accuracy(preds.logits, preds.labels)

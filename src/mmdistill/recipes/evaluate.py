@@ -72,7 +72,8 @@ def evaluate_model(
     modalities) and ``drop_one_loss`` (points lost when each single modality is removed).
     """
     loader = make_loader(data.splits[split], cfg.data.eval_batch_size, shuffle=False, seed=cfg.seed)
-    preds = predict(model, loader, device="cpu")
+    batches = list(loader)  # collated once, reused by the modality-subset passes below
+    preds = predict(model, batches, device="cpu")
     report = classification_report(preds, data.num_classes, class_names=data.classes)
     out: dict[str, Any] = {
         "name": name,
@@ -85,7 +86,7 @@ def evaluate_model(
     top1 = preds.logits.argmax(-1)
     if len(model.modalities) > 1:
         # Missing-modality robustness: accuracy on every non-empty subset of the model's modalities.
-        subsets = subset_accuracy(model, list(loader), list(model.modalities))
+        subsets = subset_accuracy(model, batches, list(model.modalities), full_accuracy=report["accuracy"])
         out["modality_subsets"] = subsets
         out["drop_one_loss"] = drop_one_losses(subsets, list(model.modalities))
     if reference_preds is not None:
