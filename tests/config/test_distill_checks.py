@@ -17,7 +17,7 @@ def _problems(distill: dict, **top) -> list[str]:
 
 def test_defaults_and_stage_order() -> None:
     cfg = config_from_dict({})
-    assert cfg.stages == ["teacher", "baselines", "student", "distill", "evaluate"]
+    assert cfg.stages == ["teacher", "baselines", "student", "distill", "compress", "export", "evaluate"]
     assert cfg.distill.cache == "auto" and cfg.distill.teachers == ["teacher"] and cfg.distill.students == {}
 
 

@@ -11,7 +11,8 @@ from mmdistill.config.schema import STAGES, Config, DataConfig, ModelConfig, Tra
 def test_defaults_match_the_documented_values() -> None:
     cfg = Config()
     assert (cfg.name, cfg.seed, cfg.output_dir, cfg.device, cfg.threads) == ("demo", 0, "runs", "cpu", None)
-    assert cfg.stages == list(STAGES) == ["teacher", "baselines", "student", "distill", "evaluate"]
+    assert cfg.stages == list(STAGES) == ["teacher", "baselines", "student", "distill", "compress", "export",
+                                         "evaluate"]
     assert cfg.plugins == []
     d = cfg.data
     assert (d.source, d.manifest, d.on_error, d.allow_outside_root) == ("builtin", None, "raise", False)

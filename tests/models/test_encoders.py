@@ -16,8 +16,10 @@ from mmdistill.models.registries import ENCODERS
 
 VOCAB, MELS = 50, 16
 EXPECTED_MODALITY = {
-    "cnn": "image", "lstm": "text", "transformer": "text", "crnn": "audio", "conv1d": "audio"
+    "cnn": "image", "mlp": "image", "lstm": "text", "transformer": "text", "crnn": "audio", "conv1d": "audio"
 }
+# Tiny kwargs of encoders the presets do not size (the mlp's input width is fixed: 16x16 test images).
+TINY_KWARGS = {"mlp": {"image_size": 16, "hidden": [8, 8]}}
 
 
 def make_input(modality: str, batch: int = 4, steps: int = 12) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -35,7 +37,7 @@ def make_input(modality: str, batch: int = 4, steps: int = 12) -> tuple[torch.Te
 
 
 def build(name: str) -> nn.Module:
-    kwargs = dict(PRESETS["tiny"]["encoder_kwargs"][name])
+    kwargs = dict(PRESETS["tiny"]["encoder_kwargs"].get(name) or TINY_KWARGS[name])
     modality = ENCODERS.entry(name).meta["modality"]
     injected = {"image": {"in_channels": 1}, "text": {"vocab_size": VOCAB}, "audio": {"n_mels": MELS}}
     kwargs.update(injected[modality])
@@ -160,3 +162,13 @@ def test_audio_input_norm_removes_per_band_offset_and_gain() -> None:
     plain.load_state_dict(enc.state_dict())
     with torch.no_grad():
         assert not torch.allclose(plain(x, lengths).pooled, plain(shifted, lengths).pooled, atol=1e-3)
+
+
+def test_grid_pool_for_export_matches_adaptive_pool_on_uneven_maps() -> None:
+    """A 28x28 digit reaches the pool as 7x7; the export path must give PyTorch's adaptive bins."""
+    from mmdistill.models.encoders.image import _grid_pool
+
+    for (height, width), grid in (((7, 7), 2), ((7, 5), 3), ((4, 4), 2), ((1, 1), 2)):
+        h = torch.randn(2, 3, height, width)
+        expected = torch.nn.functional.adaptive_avg_pool2d(h, grid)
+        torch.testing.assert_close(_grid_pool(h, grid), expected)

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mmdistill import __version__
-from mmdistill.cli import data, distill, list_cmd, run, validate
+from mmdistill.cli import data, distill, list_cmd, predict, run, validate
 from mmdistill.errors import MMDistillError
 
 EXIT_USER_ERROR = 2
@@ -56,6 +56,7 @@ app.command(
 app.command("distill", context_settings={"allow_interspersed_args": True})(distill.distill_command)
 app.command("validate")(validate.validate_command)
 app.command("list")(list_cmd.list_command)
+app.command("predict")(predict.predict_command)
 app.add_typer(data.app, name="data")
 
 

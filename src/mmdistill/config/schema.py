@@ -10,34 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from mmdistill.config._base import Float, Int, PositiveInt, _Strict
+from mmdistill.config.schema_compress import CompressConfig, ExportConfig
 
 Modality = Literal["image", "text", "audio"]
-Stage = Literal["teacher", "baselines", "student", "distill", "evaluate"]
+Stage = Literal["teacher", "baselines", "student", "distill", "compress", "export", "evaluate"]
 Device = Literal["cpu", "cuda", "auto"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
-STAGES: tuple[str, ...] = ("teacher", "baselines", "student", "distill", "evaluate")
+STAGES: tuple[str, ...] = ("teacher", "baselines", "student", "distill", "compress", "export", "evaluate")
 """Pipeline stages in the order they run."""
-
-
-
-def _no_bool(value: Any) -> Any:
-    # pydantic's lax mode reads ``true`` as 1; for a number that is almost always a slip.
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not true/false")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_no_bool)]
-Float = Annotated[float, BeforeValidator(_no_bool)]
-PositiveInt = Annotated[Int, Field(gt=0)]
-
-
-class _Strict(BaseModel):
-    """Base for every config section: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 def _unique_modalities(value: list[str] | None) -> list[str] | None:
@@ -242,6 +226,8 @@ class Config(_Strict):
     student: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="student"))
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

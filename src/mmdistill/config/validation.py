@@ -371,6 +371,9 @@ def semantic_problems(cfg: Config, *, check_registries: bool = True) -> list[str
         from mmdistill.config.distill_checks import distill_problems
 
         problems += distill_problems(cfg, lambda key, model, c: _model_problems(key, model, c, regs))
+    from mmdistill.config.compress_checks import compress_problems
+
+    problems += compress_problems(cfg)
     if cfg.eval.latency and not cfg.eval.latency_batch_sizes:
         problems.append(
             "eval.latency_batch_sizes: must list at least one batch size when eval.latency is true"

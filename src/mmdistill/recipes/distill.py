@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -192,15 +194,28 @@ def distill_student(
     teachers: dict[str, MultimodalModel],
     logger: MetricsLogger,
     seed: int,
+    init: MultimodalModel | None = None,
+    key: str | None = None,
+    extra: dict[str, Any] | None = None,
+    before_save: Callable[[MultimodalModel], Any] | None = None,
 ) -> TrainedModel:
-    """Train distilled student ``name`` and save its best epoch to ``run_dir/students/<name>``."""
-    key = f"distill.students.{name}"
-    model_cfg = variant_model_config(cfg, variant)
-    mods = model_cfg.modalities or cfg.data.modalities
-    spec = spec_for(model_cfg, data, cfg, preset=model_cfg.preset, modalities=mods)
+    """Train distilled student ``name`` and save its best epoch to ``run_dir/students/<name>``.
+
+    ``init`` starts from that model (its architecture and weights: recovery fine-tuning after
+    pruning, quantization-aware training) instead of building ``variant``'s architecture afresh;
+    ``key`` names the config section in errors, ``extra`` adds to the saved ``model.json``, and
+    ``before_save`` is applied to the trained student before it is saved (QAT bakes its
+    fake-quantized weights there, so the checkpoint on disk is always loadable).
+    """
+    key = key or f"distill.students.{name}"
     train_cfg = variant.train or cfg.student.train
     seed_everything(seed)  # same seed as the scratch student: same initial weights for the same spec
-    student = build_model(spec)
+    if init is not None:
+        student = init
+    else:
+        model_cfg = variant_model_config(cfg, variant)
+        mods = model_cfg.modalities or cfg.data.modalities
+        student = build_model(spec_for(model_cfg, data, cfg, preset=model_cfg.preset, modalities=mods))
     own = {t: teachers[t] for t in variant_teachers(cfg, variant)}
     for t, model in own.items():
         if model.num_classes != student.num_classes:
@@ -238,11 +253,13 @@ def distill_student(
         logger=logger, stage=stage, progress=cfg.logging.progress and not cfg.logging.quiet, device=device,
     )
     student = strategy.student.to("cpu").eval()
+    if before_save is not None:
+        before_save(student)
     out_dir = run_dir / "students" / name
     if is_main():
-        extra = checkpoint_extra(data, cfg) | {"stage": stage, "seed": seed, "strategy": variant.strategy,
-                                               "teachers": list(own)}
-        save_model(student, out_dir, extra=extra)
+        meta = checkpoint_extra(data, cfg) | {"stage": stage, "seed": seed, "strategy": variant.strategy,
+                                              "teachers": list(own)} | (extra or {})
+        save_model(student, out_dir, extra=meta)
     return TrainedModel(model=student, directory=out_dir, fit=result)
 
 

@@ -83,6 +83,12 @@ def evaluate_model(
         "bytes_on_disk": bytes_on_disk(directory / "model.safetensors"),
         **report,
     }
+    from mmdistill.evaluation.flops import count_macs
+
+    # MACs of one typical test row (LSTM/GRU counted analytically; torch's counter reports them as 0).
+    macs = count_macs(model, _example_batch_fn(data, split)(1))
+    out["macs"] = int(macs.total)
+    out["macs_by_branch"] = dict(macs.by_branch)
     top1 = preds.logits.argmax(-1)
     if len(model.modalities) > 1:
         # Missing-modality robustness: accuracy on every non-empty subset of the model's modalities.
@@ -127,7 +133,58 @@ def evaluate_run(run_dir: Path, data: DataBundle, cfg: Config) -> list[dict[str,
     teacher = next((r for r in results if r["name"] == "teacher"), None)
     scratch = next((r for r in results if r["name"] == "student-scratch"), None)
     summary = [_summary_row(r, teacher, scratch) for r in results]
+    summary = merge_export_results(summary, run_dir, teacher)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def merge_export_results(
+    summary: list[dict[str, Any]], run_dir: Path, teacher: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Add the export stage's artifacts (``export/results.json``) to the summary.
+
+    Eager rows take the latency measured in a separate process per runtime when the export stage
+    timed them (``latency_source: subprocess``); every ONNX Runtime artifact gets its own row with
+    its test accuracy through that runtime, its size and flags (``not_faster`` vs its parent).
+    """
+    path = run_dir / "export" / "results.json"
+    if not path.exists():
+        return summary
+    res = json.loads(path.read_text())
+    arts: dict[str, Any] = res.get("artifacts", {})
+    slower: dict[str, list[str]] = {}
+    smallest = min(res.get("latency_settings", {}).get("batch_sizes", [1]))
+    for f in res.get("flags", []):
+        if f["not_faster"] and f["batch_size"] == smallest:
+            slower.setdefault(f["name"], []).append(f["parent"])
+    by_name = {r["model"]: r for r in summary}
+    ship = (res.get("ship") or {}).get("name")
+    for r in summary:
+        r["runtime"] = "torch"
+        lat = arts.get(r["model"], {}).get("latency")
+        if lat:
+            for key in [k for k in r if k.startswith("latency_")]:
+                del r[key]
+            r.update({f"latency_{b}_ms": v["median_ms"] for b, v in lat.items()}, latency_source="subprocess")
+    for name, a in arts.items():
+        if a["runtime"] == "torch" or name in by_name:
+            continue
+        src = by_name.get(f"student-{a.get('student')}", {})
+        row: dict[str, Any] = {
+            "model": name, "modalities": src.get("modalities"), "parameters": src.get("parameters"),
+            "accuracy": a.get("accuracy"), "runtime": a["runtime"], "bytes": a.get("bytes"),
+        }
+        if teacher is not None and src.get("parameters"):
+            row["compression"] = teacher["parameters"] / max(src["parameters"], 1)
+        row.update({f"latency_{b}_ms": v["median_ms"] for b, v in a.get("latency", {}).items()})
+        if a.get("latency"):
+            row["latency_source"] = "subprocess"
+        summary.append(row)
+    for r in summary:
+        if r["model"] in slower:
+            r["not_faster_than"] = slower[r["model"]]
+        if r["model"] == ship:
+            r["ship"] = True
     return summary
 
 
@@ -164,10 +221,20 @@ def _summary_row(
     return row
 
 
+def _note(row: dict[str, Any]) -> str | None:
+    notes = []
+    if row.get("ship"):
+        notes.append("ship")
+    if row.get("not_faster_than"):
+        notes.append("NOT FASTER than " + ", ".join(row["not_faster_than"]))
+    return "; ".join(notes) or None
+
+
 def format_summary(summary: list[dict[str, Any]]) -> str:
     """The summary as a plain-text table (also used for the terminal)."""
     cols = [
         ("model", "model", "{}"),
+        ("runtime", "runtime", "{}"),
         ("modalities", "modalities", "{}"),
         ("parameters", "params", "{:,}"),
         ("compression", "x smaller", "{:.1f}"),
@@ -175,9 +242,12 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
         ("macro_f1", "macro-F1", "{:.4f}"),
         ("teacher_agreement", "agree", "{:.3f}"),
         ("gap_recovered", "gap rec.", "{:.2f}"),
-        ("latency_b1_ms", "b1 ms", "{:.2f}"),
-        ("latency_b64_ms", "b64 ms", "{:.2f}"),
     ]
+    sizes = sorted({int(k[len("latency_b"):-3]) for r in summary for k in r
+                    if k.startswith("latency_b") and k.endswith("_ms")})
+    cols += [(f"latency_b{b}_ms", f"b{b} ms", "{:.2f}") for b in sizes]
+    cols.append(("flag", "note", "{}"))
+    summary = [r | {"flag": _note(r)} for r in summary]
     cols = [c for c in cols if any(r.get(c[0]) is not None for r in summary)]
     cells = [[c[1] for c in cols]]
     for r in summary:

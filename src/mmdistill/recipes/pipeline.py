@@ -1,9 +1,10 @@
 """The whole pipeline behind ``mmdistill run``: one config, one run directory, stages in order.
 
 Stages (``cfg.stages``): ``teacher`` → ``baselines`` (one unimodal model per modality) →
-``student`` (from scratch) → ``distill`` (the ``distill.students`` variants) → ``evaluate``. Every
-stage reads and writes only the run directory, so a stage left out of ``stages`` reuses what an
-earlier run saved there. Later issues add ``compress``, ``export`` and ``report`` to the same sequence.
+``student`` (from scratch) → ``distill`` (the ``distill.students`` variants) → ``compress``
+(pruning, sparsity, bit sweep, QAT of ``compress.source``) → ``export`` (ONNX, int8 for ONNX Runtime,
+verification, per-runtime latency) → ``evaluate``. Every stage reads and writes only the run
+directory, so a stage left out of ``stages`` reuses what an earlier run saved there.
 """
 
 from __future__ import annotations
@@ -121,6 +122,17 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] =
         if "distill" in cfg.stages and cfg.distill.students:
             barrier()  # under torchrun, rank 0 saved the teacher: every rank loads it from disk
             run_distill_stage(cfg, data, run_dir, logger=logger, resume="distill" in reuse)
+
+        if "compress" in cfg.stages:
+            from mmdistill.recipes.compress import run_compress_stage
+
+            barrier()
+            run_compress_stage(cfg, data, run_dir, logger=logger)
+        if "export" in cfg.stages and is_main():
+            from mmdistill.recipes.export import run_export_stage
+
+            run_export_stage(cfg, data, run_dir)
+        barrier()
 
         summary: list[dict[str, Any]] = []
         if "evaluate" in cfg.stages and is_main():

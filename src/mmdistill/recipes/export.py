@@ -1,0 +1,277 @@
+"""Export stage: ONNX files, int8 for ONNX Runtime, verification, per-runtime latency, what to ship.
+
+For every exported student ``<v>`` (``export.variants``) it writes ``export/<v>.onnx`` (fp32,
+verified against eager: max |error| and top-1 agreement on the test split, a miss fails the
+stage), ``export/<v>.int8.onnx`` (static QDQ calibrated on training batches) and optionally
+``export/<v>.dyn8.onnx``, each int8 file checked for agreement with eager. Then every artifact and
+the fp32 eager teacher are timed, each in its own process (:mod:`mmdistill.evaluation.latency`),
+compressed artifacts slower than their parent on the same runtime are flagged, and
+``export/results.json`` names the artifact to ship.
+
+Artifact names: ``student-<v>`` (PyTorch eager), ``student-<v>.onnx`` (ONNX Runtime fp32),
+``student-<v>.int8`` / ``.dyn8`` (ONNX Runtime int8), ``teacher``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mmdistill.config.compress_checks import PRUNED, SPARSE, compress_source
+from mmdistill.config.schema import Config
+from mmdistill.data.collate import collate
+from mmdistill.errors import CheckpointError
+from mmdistill.evaluation.efficiency import bytes_on_disk
+from mmdistill.recipes.compress import split_batches
+from mmdistill.recipes.data import DataBundle
+from mmdistill.recipes.train import load_trained
+
+log = logging.getLogger(__name__)
+
+EXPORT_DIR = "export"
+
+
+def export_variants(cfg: Config, run_dir: Path) -> list[str]:
+    """Student folder names to export: ``export.variants``, else the compress source and its variants."""
+    if cfg.export.variants is not None:
+        return [v.removeprefix("student-") for v in cfg.export.variants]
+    src = compress_source(cfg)
+    names = [src, f"{src}-{PRUNED}", f"{src}-{SPARSE}"]
+    return [n for n in names if (run_dir / "students" / n / "model.json").exists()]
+
+
+def _parent_student(name: str, src: str) -> str | None:
+    return src if name != src and name.startswith(f"{src}-") else None
+
+
+def _artifact_parents(names: list[str], src: str, kinds: list[str]) -> list[tuple[str, str]]:
+    """(artifact, parent) pairs compared on the same runtime: int8 vs fp32, compressed vs source."""
+    pairs = []
+    for v in names:
+        base = f"student-{v}"
+        for kind in kinds:
+            pairs.append((f"{base}.{kind}", f"{base}.onnx"))
+        parent = _parent_student(v, src)
+        if parent is not None:
+            pairs.append((base, f"student-{parent}"))
+            for kind in ["onnx", *kinds]:
+                pairs.append((f"{base}.{kind}", f"student-{parent}.{kind}"))
+    return pairs
+
+
+def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, Any]:
+    """Export, quantize, verify and time the configured students; write ``export/results.json``."""
+    from mmdistill.compression.ort_quant import calibration_feeds, quantize_dynamic_onnx, quantize_static_onnx
+    from mmdistill.export.onnx import export_onnx
+    from mmdistill.export.verify import runtime_accuracy, verify_onnx
+
+    e = cfg.export
+    names = export_variants(cfg, run_dir)
+    if not names:
+        raise CheckpointError(
+            f"export: no student to export in {run_dir / 'students'}; add 'student' or "
+            "'distill' to stages, or list existing students in export.variants"
+        )
+    missing = [n for n in names if not (run_dir / "students" / n / "model.json").exists()]
+    if missing:
+        raise CheckpointError(
+            f"export.variants: {missing} have no checkpoint under {run_dir / 'students'}; "
+            "run the stage that makes them or remove them from export.variants"
+        )
+    out_dir = run_dir / EXPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    test = split_batches(data, "test", cfg.data.eval_batch_size)
+    train = split_batches(data, "train", cfg.data.batch_size, limit=e.quantize.calibration_batches)
+    example = collate(list(data.splits["train"].samples)[:8])
+    kinds = (["int8"] if e.quantize.static else []) + (["dyn8"] if e.quantize.dynamic else [])
+    artifacts: dict[str, dict[str, Any]] = {}
+    for v in names:
+        directory = run_dir / "students" / v
+        model = load_trained(directory).model.eval()
+        base = f"student-{v}"
+        fp32 = out_dir / f"{v}.onnx"
+        info = export_onnx(model, fp32, example, opset=e.opset, checkpoint=directory)
+        rep = verify_onnx(model, fp32, test, atol=e.verify.atol, min_agreement=e.verify.min_agreement)
+        log.info(
+            "export: %s -> %s (max |err| %.2g, agreement %.4f)", v, fp32, rep.max_abs_error, rep.agreement
+        )
+        artifacts[base] = {
+            "runtime": "torch",
+            "path": str(directory),
+            "bytes": bytes_on_disk(directory / "model.safetensors"),
+            "accuracy": rep.accuracy_reference,
+            "student": v,
+        }
+        artifacts[f"{base}.onnx"] = {
+            "runtime": "onnxruntime",
+            "path": str(fp32),
+            "bytes": bytes_on_disk(fp32),
+            "accuracy": rep.accuracy_onnx,
+            "verify": rep.to_dict(),
+            "student": v,
+        }
+        reference = [model(b).logits.detach() for b in test]
+        feeds = calibration_feeds(train, info.input_names, input_shapes=info.input_shapes) if kinds else []
+        for kind in kinds:
+            path = out_dir / f"{v}.{kind}.onnx"
+            if kind == "int8":
+                q = quantize_static_onnx(
+                    fp32,
+                    path,
+                    feeds,
+                    per_channel=e.quantize.per_channel,
+                    calibrate_method=e.quantize.calibrate_method,
+                    fp32_branches=list(e.quantize.keep_fp32),
+                )
+            else:
+                q = quantize_dynamic_onnx(fp32, path)
+            rq = runtime_accuracy(
+                path, test, reference_logits=reference, min_agreement=e.verify.int8_min_agreement
+            )
+            log.info(
+                "export: %s %s: %.2fx smaller, agreement %.4f, accuracy %.4f",
+                v,
+                kind,
+                q.size_ratio,
+                rq.agreement,
+                rq.accuracy_onnx,
+            )
+            artifacts[f"{base}.{kind}"] = {
+                "runtime": "onnxruntime",
+                "path": str(path),
+                "bytes": bytes_on_disk(path),
+                "accuracy": rq.accuracy_onnx,
+                "verify": rq.to_dict(),
+                "quantization": q.to_dict(),
+                "student": v,
+            }
+    if e.quantize.torch_dynamic:
+        artifacts.update(_torch_dynamic(names, run_dir, test))
+    if e.latency.enabled and (run_dir / "teacher" / "model.json").exists() and e.latency.include_teacher:
+        artifacts["teacher"] = {
+            "runtime": "torch",
+            "path": str(run_dir / "teacher"),
+            "bytes": bytes_on_disk(run_dir / "teacher" / "model.safetensors"),
+        }
+    src = compress_source(cfg)
+    result: dict[str, Any] = {"format": "mmdistill.export/1", "source": src, "artifacts": artifacts}
+    if e.latency.enabled:
+        result.update(_latency(cfg, data, artifacts, names, src, kinds))
+    result["ship"] = choose_ship(result, src, e.keep_faster, e.max_accuracy_drop)
+    tmp = out_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out_dir / "results.json")
+    if result["ship"]:
+        log.info("export: ship %s (%s)", result["ship"]["name"], result["ship"]["reason"])
+    return result
+
+
+def _torch_dynamic(names: list[str], run_dir: Path, test: list[dict]) -> dict[str, dict[str, Any]]:
+    """In-PyTorch dynamic int8 (torch.ao), for comparison only: accuracy and size, never shipped."""
+    from mmdistill.compression.torch_int8 import torch_dynamic_int8
+    from mmdistill.recipes.compress import accuracy_on
+
+    out = {}
+    for v in names:
+        q = torch_dynamic_int8(load_trained(run_dir / "students" / v).model.eval())
+        out[f"student-{v}.torch-dyn8"] = {
+            "runtime": "torch (in-process, not deployable)",
+            "path": None,
+            "accuracy": accuracy_on(q, test),
+            "student": v,
+            "note": "torch.ao dynamic int8 (deprecated API); not exportable, not timed in a separate process",
+        }
+    return out
+
+
+def _latency(
+    cfg: Config,
+    data: DataBundle,
+    artifacts: dict[str, dict[str, Any]],
+    names: list[str],
+    src: str,
+    kinds: list[str],
+) -> dict[str, Any]:
+    from mmdistill.evaluation.latency import (
+        LatencyVariant,
+        flag_not_faster,
+        measure_runtimes,
+        write_batch_files,
+    )
+
+    lat = cfg.export.latency
+    samples = list(data.splits["test"].samples)
+    batches = {b: collate([samples[i % len(samples)] for i in range(b)]) for b in lat.batch_sizes}
+    timed = {n: a for n, a in artifacts.items() if a["runtime"] in ("torch", "onnxruntime")}
+    variants = [LatencyVariant(n, a["runtime"], Path(a["path"])) for n, a in timed.items()]
+    log.info(
+        "export: timing %d artifacts at batch sizes %s, %d thread(s), each in its own process",
+        len(variants),
+        lat.batch_sizes,
+        lat.threads,
+    )
+    with tempfile.TemporaryDirectory(prefix="mmdistill-latency-") as tmp:
+        files = write_batch_files(batches, Path(tmp))
+        rows = measure_runtimes(
+            variants, files, threads=lat.threads, warmup=lat.warmup, repeats=lat.repeats, rounds=lat.rounds
+        )
+    for r in rows:
+        timed[r["name"]].setdefault("latency", {})[f"b{r['batch_size']}"] = {
+            k: r[k] for k in ("median_ms", "p95_ms", "min_ms", "round_median_ms", "samples_per_s", "threads")
+        }
+    flags = []
+    measured = {r["name"] for r in rows}
+    for b in lat.batch_sizes:
+        for name, parent in _artifact_parents(names, src, kinds):
+            if name in measured and parent in measured:
+                flags += flag_not_faster(rows, {name: parent}, batch_size=b)
+    return {
+        "latency_rows": rows,
+        "flags": flags,
+        "latency_settings": {
+            "threads": lat.threads,
+            "warmup": lat.warmup,
+            "repeats": lat.repeats,
+            "rounds": lat.rounds,
+            "batch_sizes": list(lat.batch_sizes),
+        },
+    }
+
+
+def choose_ship(
+    result: dict[str, Any], src: str, keep_faster: bool, max_drop: float
+) -> dict[str, Any] | None:
+    """The artifact to ship: fastest at batch 1 within ``max_drop`` points of the source's eager accuracy."""
+    arts = result["artifacts"]
+    ref = arts.get(f"student-{src}", {}).get("accuracy")
+    deployable = {
+        n: a
+        for n, a in arts.items()
+        if a["runtime"] in ("torch", "onnxruntime") and n != "teacher" and a.get("accuracy") is not None
+    }
+    if not deployable or ref is None:
+        return None
+    ok = {n: a for n, a in deployable.items() if 100 * (ref - a["accuracy"]) <= max_drop}
+    if not keep_faster:
+        order = [
+            f"student-{src}-{PRUNED}.int8",
+            f"student-{src}.int8",
+            f"student-{src}-{PRUNED}.onnx",
+            f"student-{src}.onnx",
+        ]
+        name = next((n for n in order if n in deployable), next(iter(deployable)))
+        return {"name": name, "reason": "export.keep_faster is false: the most compressed artifact"}
+    timed = {n: a["latency"]["b1"]["median_ms"] for n, a in ok.items() if "b1" in a.get("latency", {})}
+    if not timed:
+        return None
+    name = min(timed, key=timed.__getitem__)
+    return {
+        "name": name,
+        "reason": f"fastest at batch 1 ({timed[name]:.3f} ms median) among artifacts within "
+        f"{max_drop} points of student-{src}'s eager accuracy",
+        "accuracy": arts[name]["accuracy"],
+        "path": arts[name]["path"],
+    }
