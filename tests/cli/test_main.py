@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_help_lists_every_subcommand() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "validate", "list", "data"):
+    for command in ("run", "distill", "compress", "export", "predict", "validate", "list", "data"):
         assert command in result.stdout
 
 
@@ -106,3 +106,84 @@ def test_data_build_passes_folder_and_seed(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     assert seen == {"out_dir": tmp_path, "seed": 3}
     assert f"written to {tmp_path.resolve()}" in result.stdout
+
+
+def _fake_run_folder(root, *, students=()):
+    """A run folder with a tokenizer and empty ``students/<name>/model.json`` files (never loaded)."""
+    run = root / "run"
+    run.mkdir()
+    (run / "tokenizer.json").write_text("{}")
+    for name in students:
+        (run / "students" / name).mkdir(parents=True)
+        (run / "students" / name / "model.json").write_text("{}")
+    return run
+
+
+@pytest.mark.parametrize("command", ["compress", "export"])
+def test_stage_commands_check_the_run_folder_before_any_work(command, tmp_path, monkeypatch, capsys) -> None:
+    _fake_pipeline(monkeypatch, lambda *a, **k: pytest.fail("the pipeline must not start"))
+    missing = tmp_path / "missing"
+    with pytest.raises(SystemExit) as info:
+        main([command, "smoke", "--run-dir", str(missing), "-q"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--run-dir: run folder not found, got '{missing}'" in err and "Traceback" not in err
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(SystemExit) as info:
+        main([command, "smoke", "--run-dir", str(bare), "-q"])
+    assert info.value.code == 2
+    assert f"{bare / 'tokenizer.json'}: missing" in capsys.readouterr().err
+
+
+def test_compress_command_names_the_missing_source_and_teacher(tmp_path, monkeypatch, capsys) -> None:
+    _fake_pipeline(monkeypatch, lambda *a, **k: pytest.fail("the pipeline must not start"))
+    run = _fake_run_folder(tmp_path, students=["scratch"])
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "smoke", "--run-dir", str(run), "-q"])  # smoke compresses distill student 'kd'
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "compress.source: student 'kd' is not saved" in err and "(saved: scratch)" in err
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "smoke", "compress.source=scratch", "--run-dir", str(run), "-q"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"teacher 'teacher' has no checkpoint at {run / 'teacher'}" in err
+    assert "compress.prune.recover.epochs=0" in err
+
+
+def test_compress_command_runs_only_compress_and_evaluate(tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    run = _fake_run_folder(tmp_path, students=["scratch"])
+    seen = {}
+
+    def fake(cfg, run_dir, *, resume=False):
+        seen.update(stages=cfg.stages, run_dir=run_dir)
+        (run_dir / "compress").mkdir()
+        summary = {"variants": {"scratch-sparse": {}}, "bit_sweep": "compress/bit_sweep.json"}
+        (run_dir / "compress" / "summary.json").write_text(json.dumps(summary))
+        return {"summary": [], "wall_s": 1.0, "rank": 0}
+
+    _fake_pipeline(monkeypatch, fake)
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "smoke", "compress.source=scratch", "compress.prune.enabled=false",
+              "compress.sparsity.enabled=true", "--run-dir", str(run), "-q"])
+    assert info.value.code == 0
+    assert seen == {"stages": ["compress", "evaluate"], "run_dir": run}
+    out = capsys.readouterr().out
+    assert "compressed students/scratch into students/scratch-sparse" in out
+    assert "compress/bit_sweep.json" in out
+
+
+def test_export_command_names_missing_variants(tmp_path, monkeypatch, capsys) -> None:
+    _fake_pipeline(monkeypatch, lambda *a, **k: pytest.fail("the pipeline must not start"))
+    run = _fake_run_folder(tmp_path, students=["scratch"])
+    with pytest.raises(SystemExit) as info:
+        main(["export", "smoke", "--run-dir", str(run), "-q"])  # default: kd and its variants
+    assert info.value.code == 2
+    assert "neither student 'kd' (the compress source)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["export", "smoke", "export.variants=[scratch, kd]", "--run-dir", str(run), "-q"])
+    assert info.value.code == 2
+    assert "export.variants: ['kd'] not saved" in capsys.readouterr().err

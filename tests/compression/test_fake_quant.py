@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from _helpers import tiny_batch, tiny_model
 from mmdistill.compression.fake_quant import (
     bit_sweep,
     choose_qat_bits,
@@ -20,29 +21,17 @@ from mmdistill.compression.fake_quant import (
 )
 from mmdistill.compression.policy import PrecisionPolicy, weight_bits_size
 from mmdistill.errors import ConfigError
-from mmdistill.models.builders import build_model, model_spec
 from mmdistill.models.multimodal import MultimodalModel
 
 VOCAB, MELS = 40, 8
 
 
 def make_model(modalities: tuple[str, ...] = ("image", "text", "audio")) -> MultimodalModel:
-    torch.manual_seed(0)
-    spec = model_spec("tiny", modalities=modalities, num_classes=4, vocab_size=VOCAB, n_mels=MELS)
-    return build_model(spec).eval()
+    return tiny_model(modalities, vocab=VOCAB, mels=MELS)
 
 
 def make_batch(batch: int = 6, seed: int = 0) -> dict[str, Any]:
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(2, 7, (batch,), generator=g)
-    pad = torch.arange(6) >= lengths[:, None]
-    text = torch.randint(1, VOCAB, (batch, 6), generator=g).masked_fill(pad, 0)
-    ones = torch.ones(batch, dtype=torch.bool)
-    return {"id": [str(i) for i in range(batch)], "label": torch.randint(0, 4, (batch,), generator=g),
-            "image": torch.randn(batch, 1, 12, 12, generator=g), "text": text,
-            "audio": torch.randn(batch, MELS, 10, generator=g),
-            "lengths": {"text": lengths, "audio": torch.full((batch,), 10)},
-            "present": {"image": ones, "text": ones, "audio": ones}}
+    return tiny_batch(batch, seed=seed, vocab=VOCAB, mels=MELS)
 
 
 def np_fake_quant(w: np.ndarray, bits: int, per_channel: bool, symmetric: bool) -> np.ndarray:

@@ -15,6 +15,7 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from _helpers import train_briefly  # noqa: E402
 from mmdistill.compression.ort_quant import (  # noqa: E402
     QuantInfo,
     calibration_feeds,
@@ -69,22 +70,7 @@ def trained_model() -> MultimodalModel:
                   "audio": {"kwargs": {"channels": [64, 96], "out_dim": 128}}},
         fusion={"kwargs": {"dim": 384}},
     )
-    model = build_model(spec)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    train = batches_of(synthetic_samples(128, seed=1), 32)
-    model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small trains ~4x faster on one thread of a shared 2-core VM
-    try:
-        for _ in range(3):
-            for batch in train:
-                loss = torch.nn.functional.cross_entropy(model(batch).logits, batch["label"])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
+    return train_briefly(build_model(spec), batches_of(synthetic_samples(128, seed=1), 32))
 
 
 def ort_logits(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:

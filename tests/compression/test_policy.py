@@ -7,23 +7,23 @@ import math
 import pytest
 import torch
 
+from _helpers import tiny_model
 from mmdistill.compression.policy import (
     PrecisionPolicy,
     branch_of,
     model_branches,
     modules_for,
     quantizable_weights,
+    quantized_branches,
     weight_bits_size,
 )
 from mmdistill.compression.qat import prepare_qat_
 from mmdistill.errors import ConfigError
-from mmdistill.models.builders import build_model, model_spec
 from mmdistill.models.multimodal import MultimodalModel
 
 
 def make_model(modalities: tuple[str, ...] = ("image", "text", "audio")) -> MultimodalModel:
-    torch.manual_seed(0)
-    return build_model(model_spec("tiny", modalities=modalities, num_classes=4, vocab_size=40, n_mels=8))
+    return tiny_model(modalities, vocab=40, mels=8)
 
 
 def test_parse_defaults_and_round_trip() -> None:
@@ -121,3 +121,12 @@ def test_size_model_counts_fp16_and_parametrized_models_once() -> None:
     plain = weight_bits_size(model, policy)
     prepare_qat_(model, policy)
     assert weight_bits_size(model, policy) == plain
+
+
+def test_quantized_branches_skips_float_branches_and_absent_modalities() -> None:
+    model = make_model(("image", "audio"))
+    policy = PrecisionPolicy(bits={"image": 4, "text": 2, "fusion": 16}, default=32)
+    assert [(b, bits) for b, bits, _ in quantized_branches(model, policy)] == [("image", 4)]
+    got = list(quantized_branches(model, PrecisionPolicy.uniform(8)))
+    assert [b for b, _, _ in got] == ["image", "audio", "fusion", "head"]
+    assert all(sub is modules_for(model, b) and bits == 8 for b, bits, sub in got)

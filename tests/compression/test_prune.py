@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 import torch
 
+from mmdistill.compression.prune_spec import branch_macs
 from mmdistill.data.batch import drop_modalities
 from mmdistill.errors import CheckpointError, ConfigError, DataError
+from mmdistill.evaluation.flops import count_macs
 from mmdistill.models.builders import build_model, model_spec
 from mmdistill.models.checkpoint import count_parameters, load_model, save_model
 from mmdistill.models.multimodal import MultimodalModel
@@ -248,3 +250,19 @@ def test_missing_torch_pruning_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "torch_pruning", None)  # makes `import torch_pruning` fail
     with pytest.raises(MissingDependencyError, match=r"torch-pruning.*mmdistill\[prune\]"):
         prune_structured(make_model(), make_batch())
+
+
+def test_branch_macs_is_the_flop_counter_per_sample_under_branch_keys() -> None:
+    model = make_model(fusion={"name": "attention"})
+    batch = make_batch(batch=3)
+    macs = branch_macs(model, batch)
+    report = count_macs(model, batch)
+    names = {m: f"encoders.{m}" for m in ALL} | {"fusion": "fusion", "head": "head"}
+    assert macs == {**{k: report.by_branch[v] // 3 for k, v in names.items()}, "total": report.total // 3}
+    assert macs["total"] == sum(v for k, v in macs.items() if k != "total")
+    # Per sample: one row of the same batch costs the same.
+    one = {k: v[:1] if k in ALL else v for k, v in batch.items()}
+    one["lengths"] = {m: v[:1] for m, v in batch["lengths"].items()}
+    one["present"] = {m: v[:1] for m, v in batch["present"].items()}
+    one["label"] = batch["label"][:1]
+    assert branch_macs(model, one) == macs

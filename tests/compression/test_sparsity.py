@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
+from _helpers import tiny_model
 from mmdistill.compression.sparsity import prune_unstructured_
 from mmdistill.errors import ConfigError
-from mmdistill.models.builders import build_model, model_spec
 from mmdistill.models.checkpoint import load_model, save_model
 from mmdistill.models.multimodal import MultimodalModel
 
@@ -19,10 +19,7 @@ VOCAB, MELS = 40, 16
 
 
 def make_model(**kw: Any) -> MultimodalModel:
-    torch.manual_seed(0)
-    spec = model_spec("tiny", modalities=["image", "text", "audio"], num_classes=4, vocab_size=VOCAB,
-                      n_mels=MELS, **kw)
-    return build_model(spec).eval()
+    return tiny_model(vocab=VOCAB, mels=MELS, **kw)
 
 
 def make_batch(batch: int = 4) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from _helpers import train_briefly
 from mmdistill.compression.torch_int8 import (
     METADATA_ATTR,
     TORCH_INT8_METADATA,
@@ -45,21 +46,7 @@ def trained() -> MultimodalModel:
     torch.manual_seed(0)
     spec = model_spec("student", modalities=("image", "text", "audio"), num_classes=K, vocab_size=VOCAB,
                       n_mels=MELS, fusion={"kwargs": {"dim": 96}})
-    model = build_model(spec).train()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    batches = [separable_batch(32, seed=s) for s in range(3)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is faster on the shared 2-core VM
-    try:
-        for _ in range(3):
-            for batch in batches:
-                loss = nn.functional.cross_entropy(model(batch).logits, batch["label"])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
+    return train_briefly(build_model(spec), [separable_batch(32, seed=s) for s in range(3)])
 
 
 def test_linear_and_lstm_layers_are_replaced_and_the_input_kept(trained: MultimodalModel) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mmdistill import __version__
-from mmdistill.cli import data, distill, list_cmd, predict, run, validate
+from mmdistill.cli import compress, data, distill, export, list_cmd, predict, run, validate
 from mmdistill.errors import MMDistillError
 
 EXIT_USER_ERROR = 2
@@ -54,6 +54,8 @@ app.command(
     context_settings={"allow_interspersed_args": True},
 )(run.run_command)
 app.command("distill", context_settings={"allow_interspersed_args": True})(distill.distill_command)
+app.command("compress", context_settings={"allow_interspersed_args": True})(compress.compress_command)
+app.command("export", context_settings={"allow_interspersed_args": True})(export.export_command)
 app.command("validate")(validate.validate_command)
 app.command("list")(list_cmd.list_command)
 app.command("predict")(predict.predict_command)

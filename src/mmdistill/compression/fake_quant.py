@@ -29,8 +29,8 @@ from mmdistill.compression.policy import (
     PrecisionPolicy,
     check_bits,
     model_branches,
-    modules_for,
     quantizable_weights,
+    quantized_branches,
     weight_bits_size,
 )
 from mmdistill.errors import ConfigError
@@ -130,11 +130,7 @@ def quantize_weights_(model: nn.Module, policy: PrecisionPolicy) -> int:
         The number of weight tensors quantized.
     """
     count = 0
-    for branch in model_branches(model):
-        bits = policy.bits_for(branch)
-        sub = modules_for(model, branch)
-        if sub is None or bits in FLOAT_BITS:
-            continue
+    for _, bits, sub in quantized_branches(model, policy):
         for _, module, name in quantizable_weights(sub):
             weight = getattr(module, name)
             weight.copy_(quantize_weight(weight, bits, per_channel=policy.per_channel,

@@ -200,6 +200,15 @@ def modules_for(model: nn.Module, branch: str) -> nn.Module | None:
     return encoders[branch] if branch in encoders else None
 
 
+def quantized_branches(model: nn.Module, policy: PrecisionPolicy) -> Iterator[tuple[str, int, nn.Module]]:
+    """``(branch, bits, submodule)`` for every branch ``model`` has that ``policy`` puts below 16 bits."""
+    for branch in model_branches(model):
+        bits = policy.bits_for(branch)
+        sub = modules_for(model, branch)
+        if sub is not None and bits not in FLOAT_BITS:
+            yield branch, bits, sub
+
+
 def weight_names(module: nn.Module) -> list[str]:
     """Names of the quantizable weight tensors held directly by ``module`` (not its children)."""
     if not isinstance(module, QUANTIZABLE_MODULES):

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmdistill.compression.policy import BRANCHES
 from mmdistill.compression.prune_spec import (
-    BRANCHES,
     Knob,
-    count_macs,
+    branch_macs,
     frozen_out_layers,
     knobs_for,
     out_width,
@@ -52,7 +52,8 @@ class PruneReport:
         params_before: parameter elements before pruning.
         params_after: parameter elements after pruning.
         macs_before: multiply-accumulates per sample on the example batch, per branch and
-            ``"total"`` (LSTM/GRU/embeddings count 0; pruning never changes them).
+            ``"total"`` (see :func:`~mmdistill.compression.prune_spec.branch_macs`: LSTM/GRU
+            counted analytically, embeddings 0; pruning never changes either).
         macs_after: the same after pruning.
         channels: branch → spec key → ``[before, after]`` width, for every prunable width.
         ratios: branch → fraction of channels removed per prunable width.
@@ -78,7 +79,7 @@ class PruneReport:
             "macs_before": dict(self.macs_before), "macs_after": dict(self.macs_after),
             "channels": copy.deepcopy(self.channels), "ratios": dict(self.ratios),
             "importance": self.importance, "round_to": self.round_to,
-            "macs_note": "per sample on the example batch; LSTM/GRU and embeddings are counted as 0",
+            "macs_note": "per sample on the example batch; LSTM/GRU counted analytically, embeddings as 0",
         }
 
 
@@ -310,7 +311,7 @@ def prune_structured(
             warnings.warn(f"branch_ratios['{branch}']: {branch} '{entry['name']}' has no width that can be "
                           "pruned; it is left as it is", stacklevel=2)
 
-    macs_before = count_macs(work, batch)
+    macs_before = branch_macs(work, batch)
     with torch.enable_grad():  # torch-pruning traces through autograd, also when called under no_grad
         dg = tp.DependencyGraph().build_dependency(
             work, example_inputs=batch, forward_fn=lambda m, x: m(x).logits, verbose=False,
@@ -337,6 +338,6 @@ def prune_structured(
         channels.setdefault(k.branch, {})[k.key] = [before[k.key], after[k.key]]
     return PruneReport(
         model=pruned, params_before=count_parameters(model), params_after=count_parameters(pruned),
-        macs_before=macs_before, macs_after=count_macs(pruned, batch), channels=channels, ratios=ratios,
+        macs_before=macs_before, macs_after=branch_macs(pruned, batch), channels=channels, ratios=ratios,
         importance=importance, round_to=round_to,
     )

@@ -12,7 +12,6 @@ spec alone; :func:`rebuild_from_spec` checks that it does.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +20,9 @@ from torch import nn
 
 from mmdistill.data.batch import Batch
 from mmdistill.errors import CheckpointError, ConfigError
+from mmdistill.evaluation.flops import count_macs
 from mmdistill.models.builders import build_model
 from mmdistill.models.multimodal import MultimodalModel
-
-BRANCHES: tuple[str, ...] = ("image", "text", "audio", "fusion", "head")
-"""Branch names: the three encoders, the fusion and the head."""
 
 
 @dataclass
@@ -191,65 +188,20 @@ def rebuild_from_spec(pruned: MultimodalModel, spec: dict[str, Any]) -> Multimod
     return fresh.train(pruned.training)
 
 
-def _branch_of(name: str) -> str | None:
-    """``model.encoders.<m>...`` → ``<m>``; ``model.fusion...``/``model.head...`` → ``fusion``/``head``."""
-    parts = name.split(".")
-    if len(parts) >= 3 and parts[1] == "encoders":
-        return parts[2]
-    if len(parts) >= 2 and parts[1] in ("fusion", "head"):
-        return parts[1]
-    return None
-
-
-def _layer_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
-    """Multiply-accumulates of one call of a conv, linear, LSTM or GRU layer (0 for anything else)."""
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
-        return int(output.numel()) * per_output
-    if isinstance(module, nn.Linear):
-        return int(output.numel()) * module.in_features
-    if isinstance(module, (nn.LSTM, nn.GRU)):
-        gates = 4 if isinstance(module, nn.LSTM) else 3
-        x = inputs[0]
-        steps = int(x.shape[0] * x.shape[1])  # batch x padded steps (every step is computed)
-        dirs = 2 if module.bidirectional else 1
-        total, width = 0, module.input_size
-        for _ in range(module.num_layers):
-            total += dirs * steps * gates * (width + module.hidden_size) * module.hidden_size
-            width = module.hidden_size * dirs
-        return total
-    return 0
-
-
-def count_macs(model: MultimodalModel, batch: Batch) -> dict[str, int]:
+def branch_macs(model: MultimodalModel, batch: Batch) -> dict[str, int]:
     """Multiply-accumulates per sample of one eval forward, per branch and ``"total"``.
 
-    Counted analytically from forward hooks on every conv, linear, LSTM and GRU layer (padded
-    steps included, as the kernels compute them). ``FlopCounterMode`` was not used: it counts LSTMs
-    as 0 and made a tiny model's LSTM forward about 5x slower. Not counted: embedding lookups,
-    norms, element-wise ops and the attention products (small next to the layers counted).
-    ``batch`` must hold at least one of the model's modalities.
+    A view of :func:`mmdistill.evaluation.flops.count_macs` (conv/linear/matmul/attention from
+    ``FlopCounterMode``, LSTM/GRU analytic, padded steps included) with the branch keys of this
+    module: ``encoders.<m>`` → ``<m>``, ``fusion``, ``head``. ``"total"`` also holds whatever ran
+    outside every branch (nothing, for a :class:`MultimodalModel`). Not counted: embedding lookups,
+    norms and element-wise ops. ``batch`` must hold at least one of the model's modalities.
+
+    Shapes:
+        batch: per :mod:`mmdistill.data.batch` with ``B`` rows; every count is the batch's divided by ``B``.
     """
     rows = next(int(batch[m].shape[0]) for m in model.modalities if isinstance(batch.get(m), torch.Tensor))
-    out = dict.fromkeys([*model.modalities, "fusion", "head"], 0)
-    handles = []
-    for name, module in model.named_modules():
-        branch = _branch_of(f"model.{name}")
-        if branch is None or not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.LSTM, nn.GRU)):
-            continue
-
-        def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any, branch: str = branch) -> None:
-            out[branch] += _layer_macs(mod, inputs, output)
-
-        handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(batch)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    out["total"] = sum(out.values())
+    report = count_macs(model, batch)
+    out = {name.removeprefix("encoders."): macs for name, macs in report.by_branch.items() if name != "other"}
+    out["total"] = report.total
     return {k: v // rows for k, v in out.items()}

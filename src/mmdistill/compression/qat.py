@@ -37,9 +37,8 @@ from mmdistill.compression.policy import (
     FLOAT_BITS,
     PrecisionPolicy,
     check_bits,
-    model_branches,
-    modules_for,
     quantizable_weights,
+    quantized_branches,
 )
 from mmdistill.errors import MMDistillError
 
@@ -108,11 +107,7 @@ def prepare_qat_(model: nn.Module, policy: PrecisionPolicy, *, clip_ste: bool = 
         raise MMDistillError("prepare_qat_: the model is already prepared for QAT; call convert_qat_ first "
                              "or start from the fp32 model")
     count = 0
-    for branch in model_branches(model):
-        bits = policy.bits_for(branch)
-        sub = modules_for(model, branch)
-        if sub is None or bits in FLOAT_BITS:
-            continue
+    for _, bits, sub in quantized_branches(model, policy):
         for _, module, name in list(quantizable_weights(sub)):
             fq = FakeQuantWeight(bits, per_channel=policy.per_channel, symmetric=policy.symmetric,
                                  clip_ste=clip_ste)

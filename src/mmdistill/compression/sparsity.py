@@ -15,7 +15,7 @@ from typing import Any, Literal
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from mmdistill.compression.prune_spec import BRANCHES
+from mmdistill.compression.policy import BRANCHES
 from mmdistill.errors import ConfigError
 from mmdistill.models.multimodal import MultimodalModel
 

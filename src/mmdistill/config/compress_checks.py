@@ -63,8 +63,9 @@ def compress_problems(cfg: Config) -> list[str]:
                         "disabled; set compress.qat.bits (2-8) or compress.sweep.enabled=true")
     for branch in c.qat.policy:
         if branch not in ("image", "text", "audio", "fusion", "head", "default"):
-            problems.append(f"compress.qat.policy.{branch}: not a branch"
-                            f"{suggest(branch, ['image', 'text', 'audio', 'fusion', 'head', 'default'])}")
+            problems.append(f"compress.qat.policy.{branch}: not a branch, got {show(branch)}"
+                            f"{suggest(branch, ['image', 'text', 'audio', 'fusion', 'head', 'default'])}; "
+                            "use a branch name or 'default'")
     for name in (c.sweep.branches or []):
         if name in ("image", "text", "audio") and name not in cfg.data.modalities:
             problems.append(f"compress.sweep.branches: the data has no modality {show(name)}; "
@@ -79,5 +80,6 @@ def compress_problems(cfg: Config) -> list[str]:
                                 f"{suggest(bare, known, 'students')}")
     if e.latency.enabled and not e.latency.batch_sizes:
         problems.append("export.latency.batch_sizes: must list at least one batch size when "
-                        "export.latency.enabled is true")
+                        "export.latency.enabled is true, got []; e.g. [1, 64], or "
+                        "export.latency.enabled=false")
     return problems

@@ -7,7 +7,7 @@ size, each is asked in turn to time ``repeats`` calls; load drift then hits ever
 The first worker of each round rotates so that no variant always runs first.
 
 The children are :mod:`mmdistill.evaluation.latency_worker`; batches reach them as flat
-safetensors files (the shared ONNX input names, see :func:`mmdistill.export.onnx.save_flat_batch`).
+safetensors files (the shared ONNX input names, see :func:`mmdistill.export.flat.save_flat_batch`).
 This module imports neither torch nor onnxruntime.
 """
 
@@ -244,7 +244,7 @@ def measure_runtimes(
 
 def write_batch_files(batches: Mapping[int, Any], directory: Path) -> dict[int, Path]:
     """Save ``batch size → batch`` as ``directory/batch-<B>.safetensors``; returns the paths."""
-    from mmdistill.export.onnx import save_flat_batch
+    from mmdistill.export.flat import save_flat_batch
 
     directory = Path(directory)
     return {

@@ -34,8 +34,6 @@ from typing import Any, TextIO
 
 import numpy as np
 
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
-
 
 def _torch_runner(path: Path, threads: int, files: dict[int, Path]) -> tuple[dict[int, Callable[[], Any]],
                                                                             dict[str, Any]]:
@@ -44,7 +42,7 @@ def _torch_runner(path: Path, threads: int, files: dict[int, Path]) -> tuple[dic
 
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    from mmdistill.export.onnx import load_flat_batch
+    from mmdistill.export.flat import load_flat_batch
     from mmdistill.models.checkpoint import load_model
 
     model, _ = load_model(path)
@@ -66,30 +64,13 @@ def _torch_runner(path: Path, threads: int, files: dict[int, Path]) -> tuple[dic
     return calls, info
 
 
-def _ort_feeds(session: Any, arrays: dict[str, np.ndarray], file: Path) -> dict[str, np.ndarray]:
-    """Feed only the session's inputs; an input the batch lacks gets the contract's filler
-    (zeros, one step on dynamic axes; ``*_lengths`` 0; ``*_present`` False)."""
-    rows = next((int(a.shape[0]) for a in arrays.values() if a.ndim), None)
-    if rows is None:
-        raise ValueError(f"{file}: batch file holds no tensor to take the batch size from")
-    feeds = {}
-    for inp in session.get_inputs():
-        if inp.name in arrays:
-            feeds[inp.name] = arrays[inp.name]
-            continue
-        if inp.type not in _ORT_DTYPES:
-            raise ValueError(f"{file}: lacks input {inp.name!r} of unsupported type {inp.type}")
-        dims = [rows if i == 0 else (d if isinstance(d, int) and d > 0 else 1)
-                for i, d in enumerate(inp.shape)]
-        feeds[inp.name] = np.zeros(dims, dtype=_ORT_DTYPES[inp.type])
-    return feeds
-
-
 def _ort_runner(path: Path, threads: int, files: dict[int, Path]) -> tuple[dict[int, Callable[[], Any]],
                                                                           dict[str, Any]]:
     """Open an ONNX Runtime session with fixed, non-spinning threads; calls per batch size."""
     import onnxruntime as ort
     from safetensors.numpy import load_file
+
+    from mmdistill.export.flat import complete_feeds  # numpy only: this process never imports torch
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such ONNX file; pass the .onnx written by export_onnx")
@@ -103,7 +84,8 @@ def _ort_runner(path: Path, threads: int, files: dict[int, Path]) -> tuple[dict[
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     calls: dict[int, Callable[[], Any]] = {}
     for bs, file in files.items():
-        feeds = _ort_feeds(session, load_file(str(file)), file)
+        # Only the session's inputs; one the batch lacks gets the contract's filler.
+        feeds = complete_feeds(load_file(str(file)), session.get_inputs(), source=str(file))
 
         def call(feeds: dict[str, np.ndarray] = feeds) -> Any:
             return session.run(None, feeds)[0]

@@ -10,7 +10,8 @@ and one output ``logits`` float32 ``[B, K]``. Batch, text ``T`` and audio ``F`` 
 absent for a row is fed as zeros with ``m_present = False``; the traced model runs every encoder on
 every row and masks (see ``_is_exporting`` in :mod:`mmdistill.models.multimodal`), which gives the
 eager numbers. A batch flattened to these names (plus ``label``, ``tasks.<t>``) is also the
-safetensors layout used to hand batches to child processes.
+safetensors layout used to hand batches to child processes (:mod:`mmdistill.export.flat`, whose
+functions are re-exported here).
 """
 
 from __future__ import annotations
@@ -30,7 +31,37 @@ from torch import nn
 from mmdistill import MODALITIES
 from mmdistill.data.batch import PAD_ID, SEQUENCE_MODALITIES, Batch
 from mmdistill.errors import MissingDependencyError, MMDistillError
+from mmdistill.export.flat import (
+    BATCH_FORMAT,
+    TASK_PREFIX,
+    batch_to_flat,
+    filler_array,
+    flat_to_batch,
+    load_flat_batch,
+    save_flat_batch,
+)
 from mmdistill.models.multimodal import MultimodalModel
+
+__all__ = [
+    "BATCH_FORMAT",
+    "EXPORT_FORMAT",
+    "OUTPUT_NAME",
+    "SIDECAR_SUFFIX",
+    "TASK_PREFIX",
+    "ExportError",
+    "ExportInfo",
+    "OnnxWrapper",
+    "batch_to_flat",
+    "export_onnx",
+    "flat_to_batch",
+    "input_names_for",
+    "load_export_info",
+    "load_flat_batch",
+    "model_inputs",
+    "onnx_feeds",
+    "save_flat_batch",
+    "sidecar_path",
+]
 
 EXPORT_FORMAT = "mmdistill.onnx/1"
 SIDECAR_SUFFIX = ".json"
@@ -133,8 +164,7 @@ def _filler(name: str, rows: int, shapes: Mapping[str, Sequence[int | str]] | No
             f"the batch has no '{name}', so zeros of its shape must be fed, but its shape is unknown; "
             f"pass input_shapes (ExportInfo.input_shapes or the session's inputs) to onnx_feeds"
         )
-    dims = [rows if i == 0 else (d if isinstance(d, int) and d > 0 else 1) for i, d in enumerate(shape)]
-    return torch.zeros(dims, dtype=_DTYPES[m])
+    return torch.from_numpy(filler_array(shape, rows, np.float32)).to(_DTYPES[m])
 
 
 def model_inputs(
@@ -343,98 +373,3 @@ def load_export_info(path: str | Path) -> ExportInfo:
         raise ExportError(f"{side}: incomplete sidecar ({exc}); re-export the model") from exc
     info.path = str(onnx_path)  # the files may have moved together since export
     return info
-
-
-BATCH_FORMAT = "mmdistill.batch/1"
-TASK_PREFIX = "tasks."
-
-
-def batch_to_flat(batch: Batch) -> dict[str, torch.Tensor]:
-    """Flatten a batch to the contract's names plus ``label`` and ``tasks.<task>`` (ids are dropped).
-
-    Modalities the batch lacks stay absent (no zeros are invented here); a modality without a
-    ``present`` or ``lengths`` entry gets all-True / full lengths.
-
-    Shapes:
-        ``image [B, C, H, W]``, ``text [B, T]``, ``audio [B, n_mels, F]``, every other entry ``[B]``.
-    """
-    have = [m for m in MODALITIES if isinstance(batch.get(m), torch.Tensor)]
-    flat = model_inputs(batch, input_names_for(have))
-    if isinstance(batch.get("label"), torch.Tensor):
-        flat["label"] = batch["label"].to(torch.int64).contiguous()
-    for task, labels in (batch.get("tasks") or {}).items():
-        flat[f"{TASK_PREFIX}{task}"] = labels.to(torch.int64).contiguous()
-    return flat
-
-
-def flat_to_batch(flat: Mapping[str, torch.Tensor], ids: Sequence[str] | None = None) -> Batch:
-    """Inverse of :func:`batch_to_flat`: the batch dict of :mod:`mmdistill.data.batch`.
-
-    Args:
-        flat: name → tensor as written by :func:`batch_to_flat`.
-        ids: row ids; default ``"0", "1", ...``.
-
-    Raises:
-        ExportError: an unknown name, or no tensor to take the number of rows from.
-    """
-    batch: Batch = {"present": {}, "lengths": {}}
-    tasks: dict[str, torch.Tensor] = {}
-    for name, x in flat.items():
-        if name == "label":
-            batch["label"] = x
-        elif name.startswith(TASK_PREFIX):
-            tasks[name.removeprefix(TASK_PREFIX)] = x
-        else:
-            m, kind = _split_name(name)
-            if kind == "data":
-                batch[m] = x
-            else:
-                batch[kind][m] = x
-    if tasks:
-        batch["tasks"] = tasks
-    rows = _rows_of(batch)
-    if "label" not in batch:
-        batch["label"] = torch.zeros(rows, dtype=torch.int64)
-    batch["id"] = [str(i) for i in ids] if ids is not None else [str(i) for i in range(rows)]
-    return batch
-
-
-def save_flat_batch(batch: Batch, path: str | Path) -> Path:
-    """Write ``batch`` as a safetensors file of :func:`batch_to_flat` tensors (ids in its metadata)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ids = [str(i) for i in batch.get("id", [])]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(batch_to_flat(batch), str(tmp), metadata={"format": BATCH_FORMAT, "ids": json.dumps(ids)})
-    os.replace(tmp, path)
-    return path
-
-
-def load_flat_batch(path: str | Path) -> Batch:
-    """Read a file written by :func:`save_flat_batch` back into a batch dict (no pickle involved).
-
-    Raises:
-        ExportError: the file is missing or not a batch file written by :func:`save_flat_batch`.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: batch file not found; write it with save_flat_batch")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            flat = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise ExportError(
-            f"{path}: unreadable safetensors file ({exc}); rewrite it with save_flat_batch"
-        ) from exc
-    if meta.get("format") != BATCH_FORMAT:
-        raise ExportError(
-            f"{path}: metadata format is {meta.get('format')!r}, expected '{BATCH_FORMAT}'; "
-            "this file was not written by save_flat_batch"
-        )
-    ids = json.loads(meta.get("ids", "[]")) or None
-    return flat_to_batch(flat, ids)

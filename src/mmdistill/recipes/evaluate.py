@@ -166,8 +166,15 @@ def merge_export_results(
             for key in [k for k in r if k.startswith("latency_")]:
                 del r[key]
             r.update({f"latency_{b}_ms": v["median_ms"] for b, v in lat.items()}, latency_source="subprocess")
+    written = path.stat().st_mtime
     for name, a in arts.items():
         if a["runtime"] == "torch" or name in by_name:
+            continue
+        weights = run_dir / "students" / str(a.get("student")) / "model.safetensors"
+        if weights.exists() and weights.stat().st_mtime > written:
+            log.warning("summary: %s left out: students/%s changed after export/results.json was "
+                        "written; rerun the export stage (mmdistill export) to measure it again",
+                        name, a.get("student"))
             continue
         src = by_name.get(f"student-{a.get('student')}", {})
         row: dict[str, Any] = {

@@ -132,9 +132,11 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
                 path, test, reference_logits=reference, min_agreement=e.verify.int8_min_agreement
             )
             log.info(
-                "export: %s %s: %.2fx smaller, agreement %.4f, accuracy %.4f",
+                "export: %s %s: %s -> %s bytes (fp32/int8 = %.2f), agreement %.4f, accuracy %.4f",
                 v,
                 kind,
+                f"{q.bytes_before:,}",
+                f"{q.bytes_after:,}",
                 q.size_ratio,
                 rq.agreement,
                 rq.accuracy_onnx,
@@ -263,7 +265,8 @@ def choose_ship(
             f"student-{src}.onnx",
         ]
         name = next((n for n in order if n in deployable), next(iter(deployable)))
-        return {"name": name, "reason": "export.keep_faster is false: the most compressed artifact"}
+        return {"name": name, "reason": "export.keep_faster is false: the most compressed artifact",
+                "accuracy": arts[name]["accuracy"], "path": arts[name]["path"]}
     timed = {n: a["latency"]["b1"]["median_ms"] for n, a in ok.items() if "b1" in a.get("latency", {})}
     if not timed:
         return None
