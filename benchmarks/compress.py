@@ -42,9 +42,9 @@ def _cli(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "mmdistill.cli.main", *args], check=True)
 
 
-def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
+def run_args(seed: int, workdir: Path, overrides: list[str]) -> tuple[Path, list[str]]:
+    """The run folder of ``seed`` and the ``mmdistill run`` arguments every pass of it shares."""
     name = f"compress-seed{seed}"
-    run = workdir / name
     common = [
         str(CONFIG),
         f"seed={seed}",
@@ -55,6 +55,11 @@ def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
         "--quiet",
         *overrides,
     ]
+    return workdir / name, common
+
+
+def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
+    run, common = run_args(seed, workdir, overrides)
     t0 = time.perf_counter()
     _cli(["run", *common])
     per_source = {"kd": _collect(run, "kd")}

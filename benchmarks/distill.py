@@ -76,12 +76,16 @@ def summarize(runs: list[dict]) -> dict:
     share = {n: [a / t for a, t in zip(acc[n], teacher, strict=True)]
              for n in ["student-scratch", *distilled]}
     cross = [a - b for a, b in zip(acc["student-audio-kd"], acc["student-audio-ce"], strict=True)]
+    # The labels-only control with the kd schedule (absent from runs made before it existed).
+    control = ([a - b for a, b in zip(acc["student-kd"], acc["student-ce-long"], strict=True)]
+               if "student-ce-long" in acc else None)
     drop = {n: {m: [r["evals"][n]["drop_one_loss"][m] for r in runs] for m in MODALITIES}
             for n in ("student-robust", "student-plain", "student-scratch", "teacher")}
     ratio = [statistics.median(r["epoch_seconds"]["student-kd"])
              / statistics.median(r["epoch_seconds"]["student-scratch"]) for r in runs]
     return {"accuracy": acc, "parameters": params, "gap_recovered": gap, "share_of_teacher": share,
-            "crossmodal_audio_gain": cross, "drop_one_loss": drop, "kd_over_scratch_epoch_time": ratio}
+            "crossmodal_audio_gain": cross, "kd_minus_ce_long": control, "drop_one_loss": drop,
+            "kd_over_scratch_epoch_time": ratio}
 
 
 def main() -> None:
@@ -91,8 +95,20 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
     ap.add_argument("--reprint", type=Path, default=None,
                     help="print the tables again from an earlier results JSON (recomputing its summary)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="combine the runs of several results JSONs (e.g. seeds run in parallel processes) "
+                         "into --out, recomputing the summary")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = ap.parse_args()
+    if args.merge is not None:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        runs = sorted((r for part in parts for r in part["runs"]), key=lambda r: r["seed"])
+        merged = {**parts[0], "seeds": [r["seed"] for r in runs], "runs": runs, "summary": summarize(runs),
+                  "merged_from": [str(p) for p in args.merge],
+                  "command": " ".join(p["command"] for p in parts)}
+        args.out.write_text(json.dumps(merged, indent=2))
+        report(merged["summary"], runs, args.out)
+        return
     if args.reprint is not None:
         old = json.loads(args.reprint.read_text())
         old["summary"] = summarize(old["runs"])
@@ -129,6 +145,9 @@ def report(s: dict, runs: list[dict], out: Path) -> None:
         print(f"| {name} | {p:,} | {t_params / p:.1f} | {_fmt(accs)} | {gap} | {share} |")
     print(f"\ncross-modal, audio-only student: distilled minus labels-only = "
           f"{_fmt(s['crossmodal_audio_gain'], unit=' pts')}")
+    if s.get("kd_minus_ce_long") is not None:
+        print(f"kd minus the labels-only control with the same schedule (ce-long) = "
+              f"{_fmt(s['kd_minus_ce_long'], unit=' pts')}")
     print("\npoints lost when one modality is removed at test time:")
     print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
     print("|---|" + "---|" * len(MODALITIES))
