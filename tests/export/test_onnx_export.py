@@ -188,3 +188,17 @@ def test_flat_batch_round_trip_uses_the_onnx_names(tmp_path: Path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ExportError, match="bad.safetensors"):
         load_flat_batch(tmp_path / "bad.safetensors")
+
+
+def test_student_preset_exports_at_the_demo_image_size(tmp_path: Path) -> None:
+    """28x28 digits reach the 2x2 grid pool as 7x7 maps (uneven bins): export must match eager."""
+    torch.manual_seed(0)
+    spec = model_spec("student", modalities=ALL, num_classes=3, vocab_size=VOCAB, n_mels=MELS)
+    model = build_model(spec).eval()
+    batch = make_batch(4)
+    batch["image"] = torch.randn(4, 1, 28, 28)
+    info = export_onnx(model, tmp_path / "s.onnx", batch)
+    other = make_batch(6, seed=3)
+    other["image"] = torch.randn(6, 1, 28, 28)
+    np.testing.assert_allclose(ort_logits(tmp_path / "s.onnx", other, info), eager_logits(model, other),
+                               atol=1e-4)
