@@ -155,8 +155,29 @@ def main() -> None:
         "--workdir", type=Path, default=None, help="compress.py's run folders (default: a temp dir)"
     )
     ap.add_argument("--reprint", type=Path, default=None, help="print the table again from a results JSON")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="combine the runs of several results JSONs (seeds run in parallel) into --out",
+    )
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = ap.parse_args()
+    if args.merge is not None:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        runs = sorted((r for part in parts for r in part["runs"]), key=lambda r: r["seed"])
+        merged = {
+            **parts[0],
+            "seeds": [r["seed"] for r in runs],
+            "runs": runs,
+            "summary": summarize(runs),
+            "merged_from": [str(p) for p in args.merge],
+            "command": " ; ".join(p["command"] for p in parts),
+        }
+        args.out.write_text(json.dumps(merged, indent=2))
+        report(merged["summary"], runs, args.out)
+        return
     if args.reprint is not None:
         old = json.loads(args.reprint.read_text())
         report(summarize(old["runs"]), old["runs"], args.reprint)

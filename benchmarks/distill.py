@@ -98,8 +98,21 @@ def main() -> None:
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="combine the runs of several results JSONs (e.g. seeds run in parallel processes) "
                          "into --out, recomputing the summary")
+    ap.add_argument("--from-runs", type=Path, nargs="+", default=None,
+                    help="build a results JSON (--out) from finished run folders distill-seed<S> of an "
+                         "interrupted benchmark (their wall time is unknown: NaN)")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = ap.parse_args()
+    if args.from_runs is not None:
+        runs = [collect(d, int(d.name.removeprefix("distill-seed")), float("nan")) for d in args.from_runs]
+        result = {"benchmark": "distill", "date": dt.date.today().isoformat(), "config": str(CONFIG),
+                  "machine": {"processor": _cpu_model(), "python": sys.version.split()[0]},
+                  "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                  "seeds": [r["seed"] for r in runs], "overrides": args.overrides,
+                  "summary": summarize(runs), "runs": runs}
+        args.out.write_text(json.dumps(result, indent=2))
+        report(result["summary"], runs, args.out)
+        return
     if args.merge is not None:
         parts = [json.loads(p.read_text()) for p in args.merge]
         runs = sorted((r for part in parts for r in part["runs"]), key=lambda r: r["seed"])
