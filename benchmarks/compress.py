@@ -245,6 +245,11 @@ def main() -> None:
     if args.reprint is not None:
         old = json.loads(args.reprint.read_text())
         old["summary"] = summarize(old["runs"])
+        if not old.get("complete", True):  # an interrupted run: say so, and which seeds it holds
+            old.setdefault("date", dt.date.today().isoformat())
+            old.setdefault("machine", {"processor": _cpu_model(), "python": sys.version.split()[0]})
+            old["seeds"] = [r["seed"] for r in old["runs"]]
+            args.reprint.write_text(json.dumps(old, indent=2))
         report(old["summary"], old["runs"], args.reprint)
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmdistill-compress-"))
