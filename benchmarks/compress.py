@@ -26,20 +26,19 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from foundation import _cpu_model, mean_ci
+from foundation import _cpu_model, mean_ci, run_child
 
 CONFIG = Path(__file__).parent / "configs" / "compress.yaml"
 SOURCES = ("kd", "kd-wide")
 
 
 def _cli(args: list[str]) -> None:
-    subprocess.run([sys.executable, "-m", "mmdistill.cli.main", *args], check=True)
+    run_child([sys.executable, "-m", "mmdistill.cli.main", *args])
 
 
 def run_args(seed: int, workdir: Path, overrides: list[str]) -> tuple[Path, list[str]]:

@@ -23,13 +23,12 @@ import argparse
 import datetime as dt
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from foundation import _cpu_model, mean_ci  # same statistics and machine description
+from foundation import _cpu_model, mean_ci, run_child  # same statistics, machine description, children
 
 CONFIG = Path(__file__).parent / "configs" / "distill.yaml"
 MODALITIES = ("image", "text", "audio")
@@ -40,7 +39,7 @@ def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
     cmd = [sys.executable, "-m", "mmdistill.cli.main", "run", str(CONFIG), f"seed={seed}",
            "--output-dir", str(workdir), "--name", name, "--quiet", *overrides]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    run_child(cmd)
     return collect(workdir / name, seed, time.perf_counter() - t0)
 
 

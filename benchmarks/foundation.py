@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import math
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,29 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def run_child(cmd: list[str]) -> None:
+    """Run one benchmark child process and stop it when this script is stopped.
+
+    ``subprocess.run`` alone leaves the child running after a SIGTERM to the script: a killed
+    benchmark's ``mmdistill run`` then keeps writing into a run folder that the next benchmark
+    reuses. Here SIGTERM becomes SystemExit, and any exit terminates the child first.
+    """
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    proc = subprocess.Popen(cmd)
+    try:
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, cmd)
+
+
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
     """Mean, sample standard deviation and 95% half-interval (t-distribution)."""
     m = statistics.fmean(values)
@@ -54,7 +78,7 @@ def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
     cmd = [sys.executable, "-m", "mmdistill.cli.main", "run", "default", f"seed={seed}",
            "--output-dir", str(workdir), "--name", name, "--quiet", *overrides]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    run_child(cmd)
     wall = time.perf_counter() - t0
     summary = json.loads((workdir / name / "eval" / "summary.json").read_text())
     return {"seed": seed, "wall_s": wall, "summary": summary}
