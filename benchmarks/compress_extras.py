@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from compress import CONFIG, _cli, _lat, run_args
-from foundation import _cpu_model, mean_ci
+from foundation import _cpu_model, mean_ci, merge_results
 
 PASS = [
     "stages=[compress, export, evaluate]",
@@ -165,18 +165,9 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = ap.parse_args()
     if args.merge is not None:
-        parts = [json.loads(p.read_text()) for p in args.merge]
-        runs = sorted((r for part in parts for r in part["runs"]), key=lambda r: r["seed"])
-        merged = {
-            **parts[0],
-            "seeds": [r["seed"] for r in runs],
-            "runs": runs,
-            "summary": summarize(runs),
-            "merged_from": [str(p) for p in args.merge],
-            "command": " ; ".join(p["command"] for p in parts),
-        }
+        merged = merge_results(args.merge, summarize)
         args.out.write_text(json.dumps(merged, indent=2))
-        report(merged["summary"], runs, args.out)
+        report(merged["summary"], merged["runs"], args.out)
         return
     if args.reprint is not None:
         old = json.loads(args.reprint.read_text())

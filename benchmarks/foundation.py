@@ -24,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = number of seeds).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -62,6 +64,14 @@ def run_child(cmd: list[str]) -> None:
         signal.signal(signal.SIGTERM, previous)
     if code != 0:
         raise subprocess.CalledProcessError(code, cmd)
+
+
+def merge_results(paths: list[Path], summarize: Callable[[list[dict]], Any]) -> dict:
+    """One results JSON from several (seeds run in parallel): runs sorted by seed, summary redone."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    runs = sorted((r for part in parts for r in part["runs"]), key=lambda r: r["seed"])
+    return {**parts[0], "seeds": [r["seed"] for r in runs], "runs": runs, "summary": summarize(runs),
+            "merged_from": [str(p) for p in paths], "command": " ; ".join(p["command"] for p in parts)}
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:

@@ -40,6 +40,7 @@ from mmdistill.compression.onnx_graph import (
 from mmdistill.compression.onnx_graph import (
     float_compute_nodes as float_compute_nodes,  # re-export only
 )
+from mmdistill.config.schema_compress import BRANCHES
 from mmdistill.errors import ConfigError, DataError, MissingDependencyError
 
 __all__ = [
@@ -56,8 +57,6 @@ CALIBRATE_METHODS = ("MinMax", "Entropy", "Percentile")
 DYNAMIC_DEFAULT_OPS: tuple[str, ...] = ("MatMul", "Gemm", "LSTM", "Gather")
 """Ops :func:`quantize_dynamic_onnx` quantizes by default: no ``Conv`` (ConvInteger is slow here)."""
 
-BRANCHES: tuple[str, ...] = ("image", "text", "audio", "fusion", "head")
-"""Branches of a :class:`~mmdistill.models.multimodal.MultimodalModel` that can stay in float32."""
 
 
 

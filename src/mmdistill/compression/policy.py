@@ -21,10 +21,8 @@ from typing import Any
 
 from torch import nn
 
+from mmdistill.config.schema_compress import BRANCHES
 from mmdistill.errors import ConfigError
-
-BRANCHES: tuple[str, ...] = ("image", "text", "audio", "fusion", "head")
-"""Every branch name a policy may set (modality encoders, then fusion and head)."""
 
 LOW_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
 """Bit widths that are fake-quantized."""

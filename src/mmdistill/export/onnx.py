@@ -8,7 +8,7 @@ Graph inputs, per modality ``m`` of the model in ``model.modalities`` order::
 
 and one output ``logits`` float32 ``[B, K]``. Batch, text ``T`` and audio ``F`` are dynamic. A modality
 absent for a row is fed as zeros with ``m_present = False``; the traced model runs every encoder on
-every row and masks (see ``_is_exporting`` in :mod:`mmdistill.models.multimodal`), which gives the
+every row and masks (see ``is_exporting`` in :mod:`mmdistill.models.encoders.common`), which gives the
 eager numbers. A batch flattened to these names (plus ``label``, ``tasks.<t>``) is also the
 safetensors layout used to hand batches to child processes (:mod:`mmdistill.export.flat`, whose
 functions are re-exported here).

@@ -157,6 +157,7 @@ def verify_onnx(
     atol: float = 1e-4,
     min_agreement: float = 0.99,
     threads: int = 1,
+    reference_logits: Sequence[torch.Tensor] | None = None,
 ) -> VerifyReport:
     """Compare eager ``model`` and ONNX Runtime on ``batches``; raise unless both thresholds hold.
 
@@ -167,6 +168,8 @@ def verify_onnx(
         atol: maximum allowed absolute logit error.
         min_agreement: minimum share of rows with the same top-1 class.
         threads: ONNX Runtime intra-op threads.
+        reference_logits: ``model``'s logits per batch when the caller already has them (they are
+            then not recomputed); None runs ``model`` here.
 
     Returns:
         the measurements (also when they pass).
@@ -183,8 +186,9 @@ def verify_onnx(
     labels: list[np.ndarray | None] = []
     try:
         with torch.no_grad():
-            for batch in batches:
-                ref.append(model(batch).logits.detach().float().cpu().numpy())
+            for i, batch in enumerate(batches):
+                logits = model(batch).logits if reference_logits is None else reference_logits[i]
+                ref.append(logits.detach().float().cpu().numpy())
                 got.append(run_session(session, batch))
                 labels.append(_labels(batch))
     finally:

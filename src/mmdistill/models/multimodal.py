@@ -13,16 +13,8 @@ from torch import nn
 
 from mmdistill.data.batch import Batch
 from mmdistill.errors import DataError
+from mmdistill.models.encoders.common import is_exporting
 from mmdistill.models.outputs import EncoderOutput, ModelOutput
-
-
-def _is_exporting() -> bool:
-    """True under ``torch.jit.trace``/ONNX (TorchScript) export or ``torch.export``/dynamo.
-
-    Exporters cannot follow branches on tensor values, so the model then runs every encoder on
-    every row and relies on masking alone (which gives the same numbers in eval mode).
-    """
-    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
 
 
 def _rows(ref: torch.Tensor, width: int, fill: float, dtype: torch.dtype) -> torch.Tensor:
@@ -109,7 +101,7 @@ class MultimodalModel(nn.Module):
         """
         ref = self._reference(batch)
         dtype = next(self.parameters()).dtype
-        exporting = _is_exporting()
+        exporting = is_exporting()
         presents: dict[str, torch.Tensor] = batch.get("present", {})
         lengths_all: dict[str, torch.Tensor] = batch.get("lengths", {})
         feats: dict[str, EncoderOutput] = {}

@@ -43,7 +43,8 @@ def discover_models(run_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _example_batch_fn(data: DataBundle, split: str = "test"):
+def example_batch_fn(data: DataBundle, split: str = "test"):
+    """``batch_size -> batch`` of the first rows of ``split`` (cycled): the inputs latency is timed on."""
     samples = list(data.splits[split].samples)
 
     def make(batch_size: int) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def evaluate_model(
     from mmdistill.evaluation.flops import count_macs
 
     # MACs of one typical test row (LSTM/GRU counted analytically; torch's counter reports them as 0).
-    macs = count_macs(model, _example_batch_fn(data, split)(1))
+    macs = count_macs(model, example_batch_fn(data, split)(1))
     out["macs"] = int(macs.total)
     out["macs_by_branch"] = dict(macs.by_branch)
     top1 = preds.logits.argmax(-1)
@@ -100,7 +101,7 @@ def evaluate_model(
     if cfg.eval.latency:
         out["latency"] = model_latency(
             model,
-            _example_batch_fn(data, split),
+            example_batch_fn(data, split),
             batch_sizes=tuple(cfg.eval.latency_batch_sizes),
             threads=cfg.eval.latency_threads,
             warmup=cfg.eval.latency_warmup,

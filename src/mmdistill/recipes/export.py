@@ -20,13 +20,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mmdistill.config.compress_checks import PRUNED, SPARSE, compress_source
 from mmdistill.config.schema import Config
-from mmdistill.data.collate import collate
 from mmdistill.errors import CheckpointError
 from mmdistill.evaluation.efficiency import bytes_on_disk
 from mmdistill.recipes.compress import split_batches
 from mmdistill.recipes.data import DataBundle
+from mmdistill.recipes.evaluate import example_batch_fn
 from mmdistill.recipes.train import load_trained
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     test = split_batches(data, "test", cfg.data.eval_batch_size)
     train = split_batches(data, "train", cfg.data.batch_size, limit=e.quantize.calibration_batches)
-    example = collate(list(data.splits["train"].samples)[:8])
+    example = example_batch_fn(data, "train")(8)
     kinds = (["int8"] if e.quantize.static else []) + (["dyn8"] if e.quantize.dynamic else [])
     artifacts: dict[str, dict[str, Any]] = {}
     for v in names:
@@ -94,7 +96,10 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
         base = f"student-{v}"
         fp32 = out_dir / f"{v}.onnx"
         info = export_onnx(model, fp32, example, opset=e.opset, checkpoint=directory)
-        rep = verify_onnx(model, fp32, test, atol=e.verify.atol, min_agreement=e.verify.min_agreement)
+        with torch.inference_mode():  # eager logits once: the fp32 check and every int8 check use them
+            reference = [model(b).logits for b in test]
+        rep = verify_onnx(model, fp32, test, atol=e.verify.atol, min_agreement=e.verify.min_agreement,
+                          reference_logits=reference)
         log.info(
             "export: %s -> %s (max |err| %.2g, agreement %.4f)", v, fp32, rep.max_abs_error, rep.agreement
         )
@@ -113,7 +118,6 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
             "verify": rep.to_dict(),
             "student": v,
         }
-        reference = [model(b).logits.detach() for b in test]
         feeds = calibration_feeds(train, info.input_names, input_shapes=info.input_shapes) if kinds else []
         for kind in kinds:
             path = out_dir / f"{v}.{kind}.onnx"
@@ -205,8 +209,8 @@ def _latency(
     )
 
     lat = cfg.export.latency
-    samples = list(data.splits["test"].samples)
-    batches = {b: collate([samples[i % len(samples)] for i in range(b)]) for b in lat.batch_sizes}
+    make = example_batch_fn(data, "test")  # the same rows the evaluate stage times eager models on
+    batches = {b: make(b) for b in lat.batch_sizes}
     timed = {n: a for n, a in artifacts.items() if a["runtime"] in ("torch", "onnxruntime")}
     variants = [LatencyVariant(n, a["runtime"], Path(a["path"])) for n, a in timed.items()]
     log.info(

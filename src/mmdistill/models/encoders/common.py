@@ -98,3 +98,12 @@ def check_feature_axis(x: torch.Tensor, axis: int, expected: int, what: str, key
             f"{what} has {x.shape[axis]} on axis {axis} (shape {tuple(x.shape)}) but the encoder was built "
             f"for {expected}; make the preprocessing and the model agree (model spec key {key})"
         )
+
+
+def is_exporting() -> bool:
+    """True under ``torch.jit.trace``/ONNX (TorchScript) export or ``torch.export``/dynamo.
+
+    Exporters cannot follow branches on tensor values, so the model then runs every encoder on
+    every row and relies on masking alone (which gives the same numbers in eval mode).
+    """
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmdistill.errors import DataError
-from mmdistill.models.encoders.common import check_feature_axis, check_widths
+from mmdistill.models.encoders.common import check_feature_axis, check_widths, is_exporting
 from mmdistill.models.outputs import EncoderOutput
 from mmdistill.models.registries import ENCODERS
 
@@ -74,13 +74,9 @@ class ImageCNN(nn.Module):
         h = self.stages(x)
         grid = self.pool.output_size
         side = int(grid if isinstance(grid, int) else grid[0])
-        pooled_map = _grid_pool(h, side) if _exporting() else self.pool(h)
+        pooled_map = _grid_pool(h, side) if is_exporting() else self.pool(h)
         pooled = self.proj(self.dropout(pooled_map.flatten(1)))
         return EncoderOutput(pooled=pooled)
-
-
-def _exporting() -> bool:
-    return bool(torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
 def _grid_pool(h: torch.Tensor, grid: int) -> torch.Tensor:
