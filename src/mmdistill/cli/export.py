@@ -14,33 +14,11 @@ from mmdistill.cli.compress import (
     QuietOpt,
     RunDirOpt,
     run_stage,
-    saved_students,
     stage_config,
 )
 
 if TYPE_CHECKING:
-    from mmdistill.config.schema import Config
-
-
-def _check_export_inputs(cfg: Config, folder: Path) -> list[str]:
-    """The student folders to export, after checking each is saved in ``folder``."""
-    from mmdistill.config.compress_checks import compress_source
-    from mmdistill.errors import CheckpointError
-    from mmdistill.recipes.export import export_variants
-
-    names = export_variants(cfg, folder)
-    have = ", ".join(saved_students(folder)) or "(none)"
-    if not names:
-        src = compress_source(cfg)
-        raise CheckpointError(f"export.variants: not set, and neither student '{src}' (the compress source) "
-                              f"nor its pruned or sparse variants is saved in {folder / 'students'} (saved: "
-                              f"{have}); list saved students in export.variants, or run `mmdistill compress` "
-                              "first")
-    missing = [n for n in names if not (folder / "students" / n / "model.json").is_file()]
-    if missing:
-        raise CheckpointError(f"export.variants: {missing} not saved in {folder / 'students'} (saved: "
-                              f"{have}); remove them from export.variants or run the stage that makes them")
-    return names
+    pass
 
 
 def export_command(
@@ -60,7 +38,9 @@ def export_command(
     """
     cfg, folder = stage_config("export", config, overrides, run_dir=run_dir, quiet=quiet,
                                log_level=log_level)
-    names = _check_export_inputs(cfg, folder)
+    from mmdistill.recipes.export import checked_variants
+
+    names = checked_variants(cfg, folder)  # before loading data: a missing student fails fast
     result = run_stage(cfg, folder)
     if result.get("rank", 0) != 0:
         return

@@ -45,6 +45,23 @@ def export_variants(cfg: Config, run_dir: Path) -> list[str]:
     return [n for n in names if (run_dir / "students" / n / "model.json").exists()]
 
 
+def checked_variants(cfg: Config, run_dir: Path) -> list[str]:
+    """:func:`export_variants`, after checking that each is saved in ``run_dir`` (a clear error if not)."""
+    names = export_variants(cfg, run_dir)
+    students = run_dir / "students"
+    have = ", ".join(sorted(p.name for p in students.glob("*") if (p / "model.json").is_file())) or "(none)"
+    if not names:
+        raise CheckpointError(f"export.variants: not set, and neither student '{compress_source(cfg)}' (the "
+                              f"compress source) nor its pruned or sparse variants is saved in {students} "
+                              f"(saved: {have}); list saved students in export.variants, or add 'student', "
+                              "'distill' or 'compress' to stages")
+    missing = [n for n in names if not (students / n / "model.json").is_file()]
+    if missing:
+        raise CheckpointError(f"export.variants: {missing} not saved in {students} (saved: {have}); remove "
+                              "them from export.variants or run the stage that makes them")
+    return names
+
+
 def _parent_student(name: str, src: str) -> str | None:
     return src if name != src and name.startswith(f"{src}-") else None
 
@@ -71,18 +88,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
     from mmdistill.export.verify import runtime_accuracy, verify_onnx
 
     e = cfg.export
-    names = export_variants(cfg, run_dir)
-    if not names:
-        raise CheckpointError(
-            f"export: no student to export in {run_dir / 'students'}; add 'student' or "
-            "'distill' to stages, or list existing students in export.variants"
-        )
-    missing = [n for n in names if not (run_dir / "students" / n / "model.json").exists()]
-    if missing:
-        raise CheckpointError(
-            f"export.variants: {missing} have no checkpoint under {run_dir / 'students'}; "
-            "run the stage that makes them or remove them from export.variants"
-        )
+    names = checked_variants(cfg, run_dir)
     out_dir = run_dir / EXPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     test = split_batches(data, "test", cfg.data.eval_batch_size)
