@@ -24,6 +24,7 @@ demo: venv
 ## Run the test suite (unit + integration; well under 15 minutes on 2 cores).
 test: venv
 	$(BIN)/ruff check src tests benchmarks scripts
+	bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q
 
 lint: venv

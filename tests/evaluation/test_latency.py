@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -98,6 +99,41 @@ def test_ort_missing_file_and_hung_child_fail_clearly(
     with pytest.raises(LatencyWorkerError, match=r"(?s)variant 'slow'.*timed out after 2 s.*stuck"):
         measure_runtimes([LatencyVariant("slow", "torch", artifacts["ckpt"])], artifacts["files"],
                          timeout_s=2)
+
+
+_FAKE_WORKER = """
+import json, os, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg["cmd"] == "quit":
+        break
+    if msg["cmd"] == "init":
+        reply = {"pid": os.getpid(), "threads": msg["threads"], "versions": {}, "torch_imported": False,
+                 "checksums": {b: 0.0 for b in msg["batch_files"]}}
+    else:
+        reply = {"times_ns": [1000 * (k + 1) for k in range(msg["repeats"])]}
+    print(json.dumps({"ok": True, **reply}), flush=True)
+"""
+
+
+def test_progress_bar_or_round_log_lines(
+    artifacts: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A protocol-speaking stand-in child (no model, no torch): fast, and the times are known.
+    monkeypatch.setattr(latency, "_worker_command", lambda: [sys.executable, "-c", _FAKE_WORKER])
+    variants = [LatencyVariant(n, "torch", artifacts["ckpt"]) for n in ("a", "b")]
+    caplog.set_level(logging.INFO, logger="mmdistill.evaluation.latency")
+    rows = measure_runtimes(variants, artifacts["files"], warmup=0, repeats=4, rounds=2, progress=True)
+    assert rows[0]["median_ms"] == pytest.approx(0.0025) and rows[0]["p95_ms"] >= rows[0]["median_ms"]
+    err = capsys.readouterr().err
+    assert "latency" in err and "/10" in err  # 2 start-ups + 2 rounds x 2 batch sizes x 2 variants
+    assert not [r for r in caplog.records if "round" in r.getMessage()]  # the bar replaces the lines
+    measure_runtimes(variants, artifacts["files"], warmup=0, repeats=1, rounds=2)  # default: no bar
+    assert "/10" not in capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if "round" in r.getMessage()]
+    assert [m.split(" done")[0] for m in lines] == [
+        f"latency: round {r}/2 of 2 variant(s) x 2 batch size(s)" for r in (1, 2)]
 
 
 def test_bad_arguments_fail_before_any_child_starts(artifacts: dict, tmp_path: Path) -> None:

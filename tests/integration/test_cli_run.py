@@ -138,3 +138,23 @@ def test_run_under_torchrun_two_processes(tmp_path: Path) -> None:
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert [r["model"] for r in summary] == ["teacher"]
     assert 0.0 <= summary[0]["accuracy"] <= 1.0
+
+
+def test_run_with_tensorboard_writes_readable_event_files(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proc = _run(["run", "smoke", "stages=[teacher]", "data.limit=64", "logging.tensorboard=true",
+                 "--output-dir", str(tmp_path), "-q"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (event_file,) = (tmp_path / "smoke" / "tensorboard").glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file))
+    events.Reload()
+    # One point per epoch of the teacher (smoke: 2 epochs, 64 samples = 2 steps of 32 per epoch),
+    # the same values as metrics.jsonl.
+    points = events.Scalars("teacher/val/accuracy")
+    records = [json.loads(line) for line in (tmp_path / "smoke" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "val/accuracy" in r]
+    assert [p.step for p in points] == [r["step"] for r in epochs] == [2, 4]
+    assert [p.value for p in points] == pytest.approx([r["val/accuracy"] for r in epochs])
+    assert "teacher/train/loss" in events.Tags()["scalars"]

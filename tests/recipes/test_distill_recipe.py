@@ -17,6 +17,7 @@ from mmdistill.recipes.data import DataBundle
 from mmdistill.recipes.distill import adopt_teacher_tokenizer, check_teacher, load_teachers, run_distill_stage
 from mmdistill.recipes.evaluate import _summary_row, format_summary, gap_recovered
 from mmdistill.training.logging import MetricsLogger
+from mmdistill.training.progress import RunProgress
 
 K = 4
 
@@ -85,10 +86,15 @@ def test_distill_stage_trains_saves_and_uses_the_cache(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     kd_epoch = next(r for r in records if r.get("stage") == "student-kd" and "train/loss/hint" in r)
     assert kd_epoch["train/loss/kd_ce"] >= 0 and "val/accuracy" in kd_epoch
+    assert not (tmp_path / "students" / "kd" / "resume").exists()  # deleted once the model is saved
     before = (tmp_path / "students" / "kd" / "model.safetensors").stat().st_mtime_ns
-    again = run_distill_stage(cfg, _data(), tmp_path, logger=logger, resume=True)
-    assert again == {"kd": None, "tf": None}
+    progress = RunProgress(tmp_path, {"distill": {"complete": False, "done": ["student-kd"]}}, resuming=True)
+    again = run_distill_stage(cfg, _data(), tmp_path, logger=logger, progress=progress)
+    assert again["kd"] is None and again["tf"] is not None  # only what progress records is skipped
     assert (tmp_path / "students" / "kd" / "model.safetensors").stat().st_mtime_ns == before
+    assert progress.done("distill", "student-tf")
+    assert json.loads((tmp_path / "progress.json").read_text())["stages"]["distill"]["done"] == [
+        "student-kd", "student-tf"]
 
 
 def test_cache_off_runs_the_teacher_online(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -82,6 +82,26 @@ def test_tensorboard_missing_names_the_extra(tmp_path: Path) -> None:
         assert any((tmp_path / "tb").iterdir())
 
 
+def test_tensorboard_event_file_holds_the_logged_scalars(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = MetricsLogger(tmp_path / "m.jsonl", stage="teacher", quiet=True, tensorboard_dir=tmp_path / "tb")
+    logger.log_epoch(1, {"train/loss": 0.75, "val/accuracy": 0.5, "is_best": True, "note": "x"}, step=4)
+    logger.log_epoch(2, {"train/loss": 0.25, "val/accuracy": 0.875}, step=8, stage="student-kd")
+    logger.close()
+    (event_file,) = (tmp_path / "tb").glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"teacher/train/loss", "teacher/val/accuracy", "student-kd/val/accuracy"} <= tags
+    assert "teacher/note" not in tags  # strings are not scalars
+    (point,) = events.Scalars("teacher/train/loss")
+    assert (point.step, point.value) == (4, 0.75)
+    (point,) = events.Scalars("student-kd/val/accuracy")
+    assert (point.step, point.value) == (8, 0.875)
+
+
 def test_setup_logging_configures_only_the_package_logger() -> None:
     root_handlers = list(logging.getLogger().handlers)
     logger = setup_logging("debug")

@@ -14,7 +14,8 @@ from typing import Annotated
 import typer
 
 from mmdistill import __version__
-from mmdistill.cli import compress, data, distill, export, list_cmd, predict, run, validate
+from mmdistill.cli import compress, data, distill, export, list_cmd, predict, report, run, validate
+from mmdistill.cli import init as init_cli
 from mmdistill.errors import MMDistillError
 
 EXIT_USER_ERROR = 2
@@ -59,7 +60,11 @@ app.command("export", context_settings={"allow_interspersed_args": True})(export
 app.command("validate")(validate.validate_command)
 app.command("list")(list_cmd.list_command)
 app.command("predict")(predict.predict_command)
+app.command("report")(report.report_command)
+app.command("compare")(report.compare_command)
 app.add_typer(data.app, name="data")
+
+app.command("init")(init_cli.init_command)
 
 
 def print_error(message: str) -> None:

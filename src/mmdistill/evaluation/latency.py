@@ -8,26 +8,34 @@ The first worker of each round rotates so that no variant always runs first.
 
 The children are :mod:`mmdistill.evaluation.latency_worker`; batches reach them as flat
 safetensors files (the shared ONNX input names, see :func:`mmdistill.export.flat.save_flat_batch`).
-This module imports neither torch nor onnxruntime.
+This module imports neither torch nor onnxruntime. The comparisons of a compressed variant with
+its parent (``flag_not_faster``, ``pick_faster``) live in :mod:`mmdistill.evaluation.latency_flags`
+and are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mmdistill.errors import DataError, MMDistillError
+from mmdistill.evaluation.latency_flags import flag_not_faster, pick_faster
+
+log = logging.getLogger(__name__)
 
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -166,6 +174,7 @@ def measure_runtimes(
     repeats: int = 50,
     rounds: int = 3,
     timeout_s: float = 300.0,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Time every variant at every batch size, each variant in its own, long-lived child process.
 
@@ -183,6 +192,9 @@ def measure_runtimes(
         repeats: timed calls per round and batch size.
         rounds: interleaved rounds.
         timeout_s: longest wait for any one reply (start-up included) before the child is killed.
+        progress: show a tqdm bar with one step per child start-up and per timed (round, batch
+            size, variant) call. Without it, one INFO log line per finished round (hidden at the
+            CLI's ``--quiet``, which logs warnings only).
 
     Returns:
         One row per variant and batch size (variant order, then batch size): ``name``, ``runtime``,
@@ -206,17 +218,16 @@ def measure_runtimes(
     try:
         for v in variants:
             workers.append(_Worker(v, threads))
-        ready = [w.ask({**init, "name": w.variant.name, "runtime": w.variant.runtime,
-                        "path": str(Path(w.variant.path).resolve())}, timeout_s) for w in workers]
-        times: dict[tuple[int, int], list[list[int]]] = {
-            (i, bs): [] for i in range(len(workers)) for bs in sizes
-        }
-        for r in range(rounds):
-            order = [(r + k) % len(workers) for k in range(len(workers))]
-            for bs in sizes:
-                for i in order:
-                    reply = workers[i].ask({"cmd": "time", "batch_size": bs, "repeats": repeats}, timeout_s)
-                    times[(i, bs)].append(reply["times_ns"])
+        total = len(workers) * (1 + rounds * len(sizes))
+        with tqdm(total=total, desc="latency", unit="call", leave=False, dynamic_ncols=True,
+                  disable=not progress) as bar:
+            ready = []
+            for w in workers:
+                bar.set_postfix_str(f"start {w.variant.name} ({w.variant.runtime})")
+                ready.append(w.ask({**init, "name": w.variant.name, "runtime": w.variant.runtime,
+                                    "path": str(Path(w.variant.path).resolve())}, timeout_s))
+                bar.update()
+            times = _interleave(workers, sizes, repeats, rounds, timeout_s, bar)
     finally:
         for w in workers:
             w.close()
@@ -242,6 +253,25 @@ def measure_runtimes(
     return rows
 
 
+def _interleave(workers: list[_Worker], sizes: list[int], repeats: int, rounds: int, timeout_s: float,
+                bar: tqdm) -> dict[tuple[int, int], list[list[int]]]:
+    """Timed calls, round by round and batch size by batch size; ``(worker, B) → times per round``."""
+    times: dict[tuple[int, int], list[list[int]]] = {(i, bs): [] for i in range(len(workers)) for bs in sizes}
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        order = [(r + k) % len(workers) for k in range(len(workers))]
+        for bs in sizes:
+            for i in order:
+                bar.set_postfix_str(f"round {r + 1}/{rounds} b{bs} {workers[i].variant.name}")
+                reply = workers[i].ask({"cmd": "time", "batch_size": bs, "repeats": repeats}, timeout_s)
+                times[(i, bs)].append(reply["times_ns"])
+                bar.update()
+        if bar.disable:
+            log.info("latency: round %d/%d of %d variant(s) x %d batch size(s) done in %.1f s",
+                     r + 1, rounds, len(workers), len(sizes), time.perf_counter() - t0)
+    return times
+
+
 def write_batch_files(batches: Mapping[int, Any], directory: Path) -> dict[int, Path]:
     """Save ``batch size → batch`` as ``directory/batch-<B>.safetensors``; returns the paths."""
     from mmdistill.export.flat import save_flat_batch
@@ -252,66 +282,12 @@ def write_batch_files(batches: Mapping[int, Any], directory: Path) -> dict[int, 
     }
 
 
-def _index(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, int], Mapping[str, Any]]:
-    return {(str(r["name"]), str(r["runtime"]), int(r["batch_size"])): r for r in rows}
-
-
-def flag_not_faster(
-    rows: Sequence[Mapping[str, Any]],
-    parents: Mapping[str, str],
-    *,
-    batch_size: int = 1,
-    min_speedup: float = 1.0,
-) -> list[dict[str, Any]]:
-    """Compare each compressed variant with its parent on the same runtime and batch size.
-
-    Args:
-        rows: :func:`measure_runtimes` rows (``name``, ``runtime``, ``batch_size``, ``median_ms``).
-        parents: variant name → the name it was made from (e.g. ``{"int8": "fp32"}``).
-        batch_size: the batch size compared.
-        min_speedup: the variant counts as faster only when ``parent / variant`` median latency is
-            at least this (1.0: any gain; 1.1: at least 10% faster).
-
-    Returns:
-        Per variant row of that batch size: ``name``, ``parent``, ``runtime``, ``batch_size``,
-        ``median_ms``, ``parent_median_ms``, ``speedup`` (parent / variant), ``latency_ratio``
-        (variant / parent) and ``not_faster`` (``speedup < min_speedup``).
-
-    Raises:
-        ValueError: a variant of ``parents`` was not measured at ``batch_size``, or its parent was
-            not measured on the same runtime at that batch size.
-    """
-    index = _index(rows)
-    out = []
-    for name, parent in parents.items():
-        mine = [k for k in index if k[0] == name and k[2] == batch_size]
-        if not mine:
-            raise ValueError(f"variant {name!r} has no row at batch size {batch_size}; measured: "
-                             f"{sorted({(k[0], k[2]) for k in index})}")
-        for _, runtime, _ in mine:
-            ref = index.get((parent, runtime, batch_size))
-            if ref is None:
-                raise ValueError(f"parent {parent!r} of {name!r} was not measured on runtime {runtime} at "
-                                 f"batch size {batch_size}; measure both on the same runtime to compare them")
-            row = index[(name, runtime, batch_size)]
-            speedup = float(ref["median_ms"]) / float(row["median_ms"])
-            out.append({
-                "name": name, "parent": parent, "runtime": runtime, "batch_size": batch_size,
-                "median_ms": float(row["median_ms"]), "parent_median_ms": float(ref["median_ms"]),
-                "speedup": speedup, "latency_ratio": 1.0 / speedup, "not_faster": speedup < min_speedup,
-            })
-    return out
-
-
-def pick_faster(
-    rows: Sequence[Mapping[str, Any]],
-    variant: str,
-    parent: str,
-    *,
-    batch_size: int = 1,
-    min_speedup: float = 1.0,
-) -> str:
-    """The name to keep: ``variant`` if it is at least ``min_speedup`` times faster than ``parent``
-    on every runtime both were measured on (at ``batch_size``), else ``parent``."""
-    flags = flag_not_faster(rows, {variant: parent}, batch_size=batch_size, min_speedup=min_speedup)
-    return parent if any(f["not_faster"] for f in flags) else variant
+__all__ = [
+    "RUNTIMES",
+    "LatencyVariant",
+    "LatencyWorkerError",
+    "flag_not_faster",
+    "measure_runtimes",
+    "pick_faster",
+    "write_batch_files",
+]

@@ -63,7 +63,15 @@ def subset_accuracy(
 
 
 def drop_one_losses(subsets: dict[str, float], modalities: Sequence[str]) -> dict[str, float]:
-    """Accuracy lost when each single modality is removed: ``acc(all) - acc(all minus m)``."""
+    """Per-modality contribution: accuracy lost when each single modality is removed.
+
+    ``drop[m] = acc(all) - acc(all minus m)``, accuracies as fractions in [0, 1] (0.12 = 12 points);
+    negative when the model does better without ``m``. Empty for a single-modality model (removing
+    its only input leaves nothing to evaluate).
+
+    >>> drop_one_losses({"image+audio": 0.75, "image": 0.5, "audio": 0.25}, ["image", "audio"])
+    {'image': 0.5, 'audio': 0.25}
+    """
     full = subsets["+".join(modalities)]
     return {
         m: full - subsets["+".join(x for x in modalities if x != m)]

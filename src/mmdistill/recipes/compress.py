@@ -28,6 +28,7 @@ from mmdistill.recipes.train import checkpoint_extra, load_trained
 from mmdistill.training.distributed import barrier, is_main
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.loop import predict
+from mmdistill.training.progress import RunProgress
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,18 @@ def _finetune(
     teachers: dict[str, MultimodalModel],
     logger: MetricsLogger,
     extra: dict[str, Any],
+    progress: RunProgress | None = None,
 ) -> MultimodalModel:
-    """Recovery fine-tuning through the distill recipe (saved there), or a plain save for 0 epochs."""
+    """Recovery fine-tuning through the distill recipe (saved there), or a plain save for 0 epochs.
+
+    A fine-tune that ``progress`` records as done is loaded from its folder instead of retrained.
+    """
     if rec.epochs == 0:
         _save(model, run_dir / "students" / name, data, cfg, extra)
         return model
+    if progress is not None and progress.done("compress", f"student-{name}"):
+        log.info("student-%s: done, skipped (%s)", name, run_dir / "students" / name)
+        return load_trained(run_dir / "students" / name).model.eval()
     trained = distill_student(
         name,
         recovery_variant(rec, cfg),
@@ -106,7 +114,10 @@ def _finetune(
         init=model,
         key=key,
         extra=extra,
+        resume=progress is not None and progress.resuming,
     )
+    if progress is not None:
+        progress.mark("compress", f"student-{name}")
     return trained.model
 
 
@@ -124,9 +135,18 @@ def _qat_bits(cfg: Config, sweep: list[dict[str, Any]] | None) -> int | None:
 
 
 def run_compress_stage(
-    cfg: Config, data: DataBundle, run_dir: Path, *, logger: MetricsLogger
+    cfg: Config,
+    data: DataBundle,
+    run_dir: Path,
+    *,
+    logger: MetricsLogger,
+    progress: RunProgress | None = None,
 ) -> dict[str, Any]:
-    """Run the configured compressions of ``compress.source``; returns (and writes) the stage summary."""
+    """Run the configured compressions of ``compress.source``; returns (and writes) the stage summary.
+
+    The fine-tunes (pruning recovery, QAT) are recorded in ``progress``: done ones are loaded, not
+    retrained, and with a resuming ``progress`` an interrupted one continues from its last epoch.
+    """
     c = cfg.compress
     src = compress_source(cfg)
     src_dir = run_dir / "students" / src
@@ -177,6 +197,7 @@ def run_compress_stage(
             teachers=teachers,
             logger=logger,
             extra=origin | info,
+            progress=progress,
         )
         info["val_accuracy"] = accuracy_on(pruned, val)
         summary["variants"][name] = info
@@ -220,27 +241,28 @@ def run_compress_stage(
             summary["qat"] = {"skipped": f"no bit width loses more than {c.qat.max_ptq_drop} points"}
         else:
             from mmdistill.compression.policy import PrecisionPolicy
-            from mmdistill.compression.qat import qat_finetune
+            from mmdistill.compression.qat import convert_qat_, prepare_qat_
 
             policy = PrecisionPolicy.from_dict({"default": bits, **c.qat.policy}, key="compress.qat.policy")
             name = qat_name(src, bits)
-            trained = qat_finetune(
-                name,
-                recovery_variant(c.qat.recover, cfg),
-                data,
-                cfg,
-                run_dir,
-                student=copy.deepcopy(base),
-                policy=policy,
-                teachers=teachers,
-                logger=logger,
-                seed=cfg.seed,
-                key="compress.qat.recover",
-                extra=origin,
-            )
+            if progress is not None and progress.done("compress", f"student-{name}"):
+                log.info("student-%s: done, skipped (%s)", name, run_dir / "students" / name)
+                qat_model = load_trained(run_dir / "students" / name).model.eval()
+            else:
+                # compression.qat.qat_finetune, spelled out to pass `resume` (it has no such argument).
+                student = copy.deepcopy(base)
+                prepare_qat_(student, policy)
+                qat_model = distill_student(
+                    name, recovery_variant(c.qat.recover, cfg), data, cfg, run_dir, teachers=teachers,
+                    logger=logger, seed=cfg.seed, init=student, key="compress.qat.recover",
+                    extra={"qat": policy.to_dict()} | origin, before_save=convert_qat_,
+                    resume=progress is not None and progress.resuming,
+                ).model
+                if progress is not None:
+                    progress.mark("compress", f"student-{name}")
             summary["variants"][name] = {
                 "qat": policy.to_dict(),
-                "val_accuracy": accuracy_on(trained.model, val),
+                "val_accuracy": accuracy_on(qat_model, val),
             }
     barrier()
     if is_main():

@@ -30,6 +30,8 @@ from mmdistill.recipes.train import TrainedModel, checkpoint_extra, load_trained
 from mmdistill.training.distributed import get_dist_info, is_main
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.loop import fit
+from mmdistill.training.progress import RunProgress
+from mmdistill.training.resume import RESUME_DIR, clear_resume_state
 from mmdistill.training.runtime import seed_everything
 
 log = logging.getLogger(__name__)
@@ -198,6 +200,7 @@ def distill_student(
     key: str | None = None,
     extra: dict[str, Any] | None = None,
     before_save: Callable[[MultimodalModel], Any] | None = None,
+    resume: bool = False,
 ) -> TrainedModel:
     """Train distilled student ``name`` and save its best epoch to ``run_dir/students/<name>``.
 
@@ -205,7 +208,8 @@ def distill_student(
     pruning, quantization-aware training) instead of building ``variant``'s architecture afresh;
     ``key`` names the config section in errors, ``extra`` adds to the saved ``model.json``, and
     ``before_save`` is applied to the trained student before it is saved (QAT bakes its
-    fake-quantized weights there, so the checkpoint on disk is always loadable).
+    fake-quantized weights there, so the checkpoint on disk is always loadable). A resume state is
+    kept in ``students/<name>/resume`` while training; ``resume=True`` continues from it.
     """
     key = key or f"distill.students.{name}"
     train_cfg = variant.train or cfg.student.train
@@ -246,31 +250,37 @@ def distill_student(
     val_loader = make_loader(data.splits["val"], cfg.data.eval_batch_size, shuffle=False, seed=seed,
                              distributed=dist.enabled)
     stage = f"student-{name}"
+    out_dir = run_dir / "students" / name
     result = fit(
         strategy, train_loader, val_loader, distill_step,
         epochs=train_cfg.epochs, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
         warmup_steps=train_cfg.warmup, patience=train_cfg.patience, grad_clip=train_cfg.grad_clip,
         logger=logger, stage=stage, progress=cfg.logging.progress and not cfg.logging.quiet, device=device,
+        resume_dir=out_dir / RESUME_DIR, resume=resume,
     )
     student = strategy.student.to("cpu").eval()
     if before_save is not None:
         before_save(student)
-    out_dir = run_dir / "students" / name
     if is_main():
         meta = checkpoint_extra(data, cfg) | {"stage": stage, "seed": seed, "strategy": variant.strategy,
                                               "teachers": list(own)} | (extra or {})
         save_model(student, out_dir, extra=meta)
+        clear_resume_state(out_dir / RESUME_DIR)
     return TrainedModel(model=student, directory=out_dir, fit=result)
 
 
 def run_distill_stage(cfg: Config, data: DataBundle, run_dir: Path, *, logger: MetricsLogger,
-                      resume: bool = False) -> dict[str, TrainedModel | None]:
-    """Distill every ``cfg.distill.students`` variant (``resume`` reuses saved ones: value None)."""
+                      progress: RunProgress | None = None) -> dict[str, TrainedModel | None]:
+    """Distill every ``cfg.distill.students`` variant and record each in ``progress``.
+
+    Variants that ``progress`` records as done are skipped (value None); when ``progress`` is
+    resuming, an interrupted variant continues from its last completed epoch.
+    """
     out: dict[str, TrainedModel | None] = {}
     todo = {}
     for name, variant in cfg.distill.students.items():
-        if resume and (run_dir / "students" / name / "model.json").exists():
-            log.info("student-%s: reusing %s", name, run_dir / "students" / name)
+        if progress is not None and progress.done("distill", f"student-{name}"):
+            log.info("student-%s: done, skipped (%s)", name, run_dir / "students" / name)
             out[name] = None
         else:
             todo[name] = variant
@@ -279,5 +289,7 @@ def run_distill_stage(cfg: Config, data: DataBundle, run_dir: Path, *, logger: M
     for name, variant in todo.items():
         log.info("student-%s: distilling with %s", name, variant.strategy)
         out[name] = distill_student(name, variant, data, cfg, run_dir, teachers=teachers, logger=logger,
-                                    seed=cfg.seed)
+                                    seed=cfg.seed, resume=progress is not None and progress.resuming)
+        if progress is not None:
+            progress.mark("distill", f"student-{name}")
     return out

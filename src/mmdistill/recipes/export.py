@@ -228,7 +228,8 @@ def _latency(
     with tempfile.TemporaryDirectory(prefix="mmdistill-latency-") as tmp:
         files = write_batch_files(batches, Path(tmp))
         rows = measure_runtimes(
-            variants, files, threads=lat.threads, warmup=lat.warmup, repeats=lat.repeats, rounds=lat.rounds
+            variants, files, threads=lat.threads, warmup=lat.warmup, repeats=lat.repeats, rounds=lat.rounds,
+            progress=cfg.logging.progress and not cfg.logging.quiet,
         )
     for r in rows:
         timed[r["name"]].setdefault("latency", {})[f"b{r['batch_size']}"] = {

@@ -23,6 +23,7 @@ from mmdistill.recipes.data import TOKENIZER_FILE, DataBundle
 from mmdistill.training.distributed import get_dist_info, is_main
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.loop import FitResult, fit
+from mmdistill.training.resume import RESUME_DIR, clear_resume_state
 from mmdistill.training.runtime import seed_everything
 from mmdistill.training.steps import supervised_step, with_modality_dropout
 
@@ -85,8 +86,14 @@ def train_model(
     stage: str,
     logger: MetricsLogger,
     seed: int,
+    resume: bool = False,
 ) -> TrainedModel:
-    """Train ``spec`` on ``data`` with the supervised objective and save the best epoch to ``out_dir``."""
+    """Train ``spec`` on ``data`` with the supervised objective and save the best epoch to ``out_dir``.
+
+    After every epoch a resume state is saved in ``out_dir/resume`` (deleted once the model is
+    saved); ``resume=True`` continues from it when there is one (same numbers as an uninterrupted
+    run), otherwise a stale one is discarded.
+    """
     seed_everything(seed)
     model = build_model(spec)
     device = torch.device(
@@ -130,10 +137,13 @@ def train_model(
         stage=stage,
         progress=cfg.logging.progress and not cfg.logging.quiet,
         device=device,
+        resume_dir=out_dir / RESUME_DIR,
+        resume=resume,
     )
     model.to("cpu").eval()
     if is_main():
         save_model(model, out_dir, extra=checkpoint_extra(data, cfg) | {"stage": stage, "seed": seed})
+        clear_resume_state(out_dir / RESUME_DIR)
     return TrainedModel(model=model, directory=out_dir, fit=result)
 
 

@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,8 @@ from mmdistill.training.distributed import (
 )
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.optim import build_optimizer, cosine_with_warmup
+from mmdistill.training.resume import FitResumer, fit_fingerprint
+from mmdistill.training.state_io import loader_generators
 from mmdistill.training.steps import StepFn, labels_for_task, masked_cross_entropy
 
 
@@ -300,6 +303,8 @@ def fit(
     checkpoint_fn: Callable[[nn.Module, int, dict], None] | None = None,
     log_every: int = 50,
     find_unused_parameters: bool = True,
+    resume_dir: Path | None = None,
+    resume: bool = False,
 ) -> FitResult:
     """Train with AdamW + warm-up/cosine, validate every epoch, stop early, keep the best epoch.
 
@@ -317,6 +322,13 @@ def fit(
         log_every: log ``train/loss`` every this many steps (0: epoch records only).
         find_unused_parameters: passed to DDP; keep True when some batches skip an encoder
             (missing modalities), False saves a graph traversal per step when none ever does.
+        resume_dir: save a resume state there after every epoch (rank 0; see
+            :mod:`mmdistill.training.resume`), and drop ``stage``'s records past the starting epoch
+            from ``logger``'s file so no epoch is logged twice. The caller deletes the folder once
+            it has saved the result (:func:`~mmdistill.training.resume.clear_resume_state`).
+        resume: continue from the state in ``resume_dir`` (same weights, optimizer, scheduler,
+            early-stopping and RNG states: the same numbers as an uninterrupted run); without it a
+            state found there is discarded.
 
     Returns:
         A :class:`FitResult`; ``model`` holds the weights of ``best_epoch`` afterwards.
@@ -342,7 +354,20 @@ def fit(
 
     history: list[dict[str, Any]] = []
     best_acc, best_epoch, best_state, bad_epochs, stopped = -math.inf, 0, None, 0, False
-    for epoch in range(1, epochs + 1):
+    start, resumer = 0, None
+    if resume_dir is not None:
+        resumer = FitResumer(resume_dir, stage=stage, generators=loader_generators(train_loader, val_loader),
+                             fingerprint=fit_fingerprint(net, stage=stage, epochs=int(epochs), lr=lr,
+                                                         steps_per_epoch=steps_per_epoch, patience=patience,
+                                                         weight_decay=weight_decay, warmup=warmup_steps,
+                                                         grad_clip=grad_clip))
+        state = resumer.begin(net, optimizer, scheduler, resume=resume, metrics=logger.path)
+        if state is not None:
+            start, history, best_state = state.epoch, state.history, state.best
+            best_acc, best_epoch, bad_epochs = state.best_acc, state.best_epoch, state.bad_epochs
+            stopped = patience is not None and bad_epochs >= patience and start < epochs
+    last = start if stopped else epochs  # stopped early before the interruption: nothing left to run
+    for epoch in range(start + 1, last + 1):
         t0 = time.perf_counter()
         train = train_one_epoch(
             train_model, train_loader, step_fn, optimizer, scheduler, epoch=epoch, grad_clip=grad_clip,
@@ -368,6 +393,9 @@ def fit(
                          note="*" if improved and val_loader is not None else "")
         if checkpoint_fn is not None and is_main():
             checkpoint_fn(net, epoch, record)
+        if resumer is not None:
+            resumer.save(epoch, net, best_state, optimizer, scheduler, best_acc=best_acc,
+                         best_epoch=best_epoch, bad_epochs=bad_epochs, history=history)
         if patience is not None and bad_epochs >= patience:
             stopped = epoch < epochs
             break
