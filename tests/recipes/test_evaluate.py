@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -178,3 +179,25 @@ def test_merge_keeps_p95_and_threads_of_the_export_measurement(tmp_path: Path) -
     assert "latency_b8_p95_ms" not in q and q["latency_threads"] == 2  # threads from latency_settings
     header = format_summary(list(rows.values())).splitlines()[0].split()
     assert header[-6:] == ["b1", "ms", "b1", "p95", "b8", "ms"]  # p95 of the smallest batch size only
+
+
+def test_merge_gives_onnx_rows_quality_macs_and_agreement_from_the_saved_logits(tmp_path: Path) -> None:
+    teacher = {"model": "teacher", "modalities": "image", "parameters": 100, "accuracy": 0.95}
+    student = {"model": "student-s", "modalities": "image", "parameters": 10, "accuracy": 0.9, "macs": 1234}
+    logits = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]  # top-1: 0 1 2 2
+    (tmp_path / "export").mkdir()
+    np.save(tmp_path / "export" / "s.int8.test-logits.npy", logits, allow_pickle=False)
+    quality = {"n": 4, "accuracy": 0.75, "macro_f1": 0.6, "ece": 0.1, "test_logits": "s.int8.test-logits.npy"}
+    res = {"artifacts": {"student-s.int8": {"runtime": "onnxruntime", "accuracy": 0.75, "bytes": 40,
+                                            "student": "s", "quality": quality}}}
+    (tmp_path / "export" / "results.json").write_text(json.dumps(res))
+    teacher_top1 = torch.tensor([0, 1, 1, 2])
+    rows = {r["model"]: r for r in merge_export_results([dict(teacher), dict(student)], tmp_path, teacher,
+                                                        teacher_top1)}
+    q = rows["student-s.int8"]
+    assert (q["macro_f1"], q["ece"], q["macs"]) == (0.6, 0.1, 1234)
+    assert q["teacher_agreement"] == 0.75  # 3 of 4 rows agree
+    # a teacher with another row count: agreement is left out, not computed on misaligned rows
+    rows = {r["model"]: r for r in merge_export_results([dict(teacher), dict(student)], tmp_path, teacher,
+                                                        torch.tensor([0, 1]))}
+    assert "teacher_agreement" not in rows["student-s.int8"]

@@ -76,6 +76,15 @@ def test_verify_reports_meet_the_thresholds_and_match_onnx_runtime(exported) -> 
     for name in ("student-scratch.int8", "student-scratch-pruned.int8"):
         assert res["artifacts"][name]["verify"]["agreement"] >= v.int8_min_agreement
         assert res["artifacts"][name]["quantization"]["settings"]["format"] == "QDQ"
+    for a in res["artifacts"].values():  # quality through the runtime, from the saved logits
+        if a["runtime"] != "onnxruntime":
+            continue
+        q = a["quality"]
+        logits = np.load(run / "export" / q["test_logits"], allow_pickle=False)
+        assert logits.shape == (q["n"], len(q["class_names"])) and q["accuracy"] == a["accuracy"]
+        cm = np.array(q["confusion_matrix"])
+        assert cm.sum() == q["n"] and np.trace(cm) / cm.sum() == pytest.approx(a["accuracy"])
+        assert 0.0 <= q["macro_f1"] <= 1.0 and 0.0 <= q["ece"] <= 1.0
     # independent round trip: the exported file gives the eager logits, also for a row without audio
     batch = _rows(run)
     for v_name in ("scratch", "scratch-pruned"):

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 EAGER_RUNTIME = "pytorch-eager"
@@ -67,7 +69,7 @@ def summary_row(
         "accuracy": res["accuracy"],
         "macro_f1": res["macro_f1"],
     }
-    for key, col in (("ece", "ece"), ("bytes_on_disk", "bytes")):
+    for key, col in (("ece", "ece"), ("bytes_on_disk", "bytes"), ("macs", "macs")):
         if res.get(key) is not None:
             row[col] = res[key]
     if teacher is not None and res["name"] != "teacher":
@@ -83,14 +85,18 @@ def summary_row(
 
 
 def merge_export_results(
-    summary: list[dict[str, Any]], run_dir: Path, teacher: Mapping[str, Any] | None
+    summary: list[dict[str, Any]], run_dir: Path, teacher: Mapping[str, Any] | None,
+    teacher_top1: Any = None,
 ) -> list[dict[str, Any]]:
     """Add the export stage's artifacts (``export/results.json``) to the summary.
 
     Eager rows take the latency measured in a separate process per runtime when the export stage
     timed them (``latency_source: subprocess``; median, p95 and threads of that measurement);
     every ONNX Runtime artifact gets its own row with its test accuracy through that runtime, its
-    size, latency and flags (``not_faster_than`` its parent at the smallest batch size).
+    size, latency and flags (``not_faster_than`` its parent at the smallest batch size), its
+    macro-F1 and ECE through that runtime, its parent's MACs (same graph; int8 does not change the
+    count) and, given ``teacher_top1`` (the teacher's ``[N]`` test predictions, dataset order), its
+    top-1 agreement with the teacher from the logits the export stage saved.
     """
     path = run_dir / "export" / "results.json"
     if not path.exists():
@@ -130,6 +136,13 @@ def merge_export_results(
         }
         if teacher is not None and src.get("parameters"):
             row["compression"] = teacher["parameters"] / max(src["parameters"], 1)
+        quality = a.get("quality") or {}
+        row.update({k: quality[k] for k in ("macro_f1", "ece") if k in quality})
+        if src.get("macs") is not None:
+            row["macs"] = src["macs"]
+        agreement = _agreement(run_dir / "export" / str(quality.get("test_logits")), teacher_top1)
+        if quality.get("test_logits") and agreement is not None:
+            row["teacher_agreement"] = agreement
         if a.get("latency"):
             row.update(latency_columns(a["latency"], threads), latency_source="subprocess")
         summary.append(row)
@@ -139,6 +152,19 @@ def merge_export_results(
         if r["model"] == ship:
             r["ship"] = True
     return summary
+
+
+def _agreement(logits_path: Path, teacher_top1: Any) -> float | None:
+    """Top-1 agreement of saved ``[N, K]`` logits with the teacher's ``[N]`` predictions (None if n/a)."""
+    if teacher_top1 is None or not logits_path.is_file():
+        return None
+    logits = np.load(logits_path, allow_pickle=False)
+    ref = np.asarray(teacher_top1.cpu() if hasattr(teacher_top1, "cpu") else teacher_top1)
+    if logits.ndim != 2 or logits.shape[0] != ref.shape[0]:
+        log.warning("summary: %s has %s rows, the teacher's test predictions %d: agreement left out; "
+                    "rerun the export stage (mmdistill export)", logits_path, logits.shape[:1], ref.shape[0])
+        return None
+    return float((logits.argmax(1) == ref).mean())
 
 
 def _note(row: Mapping[str, Any]) -> str | None:

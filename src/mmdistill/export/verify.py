@@ -9,7 +9,7 @@ which file, what was measured, the threshold and what to try.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class VerifyReport:
         accuracy_reference: accuracy of the reference (eager) logits on labelled rows, or None.
         accuracy_onnx: accuracy of the ONNX Runtime logits on labelled rows, or None.
         labelled: rows with a label (``label != IGNORE_LABEL``).
+        logits: the runtime's logits ``[rows, K]`` in batch order (not serialized by :meth:`to_dict`).
         atol: the error threshold applied (None when not checked).
         min_agreement: the agreement threshold applied (None when not checked).
     """
@@ -52,10 +53,11 @@ class VerifyReport:
     labelled: int
     atol: float | None = None
     min_agreement: float | None = None
+    logits: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable form (for ``export/verify.json``)."""
-        return asdict(self)
+        """JSON-serializable form (for ``export/verify.json``); the runtime's logits are left out."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "logits"}
 
 
 def make_session(onnx_path: str | Path, *, threads: int = 1) -> Any:
@@ -136,7 +138,8 @@ def _report(
         agree = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean()) if rows else 1.0
         acc_ref = accuracy(ref)
     return VerifyReport(path=str(path), rows=rows, max_abs_error=err, agreement=agree,
-                        accuracy_reference=acc_ref, accuracy_onnx=accuracy(got), labelled=labelled)
+                        accuracy_reference=acc_ref, accuracy_onnx=accuracy(got), labelled=labelled,
+                        logits=got)
 
 
 def _check_agreement(report: VerifyReport, min_agreement: float, what: str) -> None:

@@ -181,7 +181,7 @@ def evaluate_run(run_dir: Path, data: DataBundle, cfg: Config) -> list[dict[str,
     teacher = next((r for r in results if r["name"] == "teacher"), None)
     scratch = next((r for r in results if r["name"] == "student-scratch"), None)
     summary = [summary_row(r, teacher, scratch) for r in results]
-    summary = merge_export_results(summary, run_dir, teacher)
+    summary = merge_export_results(summary, run_dir, teacher, teacher_top1)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

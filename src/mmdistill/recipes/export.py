@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmdistill.config.compress_checks import PRUNED, SPARSE, compress_source
@@ -81,6 +82,29 @@ def _artifact_parents(names: list[str], src: str, kinds: list[str]) -> list[tupl
     return pairs
 
 
+def runtime_quality(rep: Any, batches: list[dict], data: DataBundle, logits_path: Path) -> dict[str, Any]:
+    """Test-split quality through the runtime (macro-F1, ECE, confusion matrix) from ``rep.logits``.
+
+    The logits ``[N, K]`` are saved to ``logits_path`` (``.npy``, no pickle) so that the evaluate
+    stage can compute the artifact's top-1 agreement with the teacher on the same rows (the test
+    batches are in dataset order, as the evaluate stage reads them).
+    """
+    from mmdistill.evaluation.metrics import classification_report
+    from mmdistill.training.loop import Predictions
+
+    logits = np.asarray(rep.logits, dtype=np.float32)
+    labels = torch.cat([b["label"] for b in batches]).long()
+    ids = [i for b in batches for i in b.get("id", [])]
+    report = classification_report(Predictions(torch.from_numpy(logits), labels, ids), data.num_classes,
+                                   class_names=data.classes)
+    tmp = logits_path.with_name(logits_path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        np.save(fh, logits, allow_pickle=False)
+    tmp.replace(logits_path)
+    keep = ("n", "accuracy", "macro_f1", "ece", "confusion_matrix", "class_names")
+    return {**{k: report[k] for k in keep}, "test_logits": logits_path.name}
+
+
 def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, Any]:
     """Export, quantize, verify and time the configured students; write ``export/results.json``."""
     from mmdistill.compression.ort_quant import calibration_feeds, quantize_dynamic_onnx, quantize_static_onnx
@@ -122,6 +146,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
             "bytes": bytes_on_disk(fp32),
             "accuracy": rep.accuracy_onnx,
             "verify": rep.to_dict(),
+            "quality": runtime_quality(rep, test, data, out_dir / f"{v}.test-logits.npy"),
             "student": v,
         }
         feeds = calibration_feeds(train, info.input_names, input_shapes=info.input_shapes) if kinds else []
@@ -157,6 +182,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
                 "bytes": bytes_on_disk(path),
                 "accuracy": rq.accuracy_onnx,
                 "verify": rq.to_dict(),
+                "quality": runtime_quality(rq, test, data, out_dir / f"{v}.{kind}.test-logits.npy"),
                 "quantization": q.to_dict(),
                 "student": v,
             }
