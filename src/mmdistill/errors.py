@@ -53,3 +53,22 @@ class MissingDependencyError(MMDistillError):
             f"{purpose} needs the optional package '{package}', which is not installed. "
             f"Install it with: pip install 'mmdistill[{extra}]'"
         )
+
+
+class NonFiniteLossError(MMDistillError):
+    """Training produced a NaN or infinite loss (or gradient norm) and stopped at once.
+
+    Attributes:
+        stage: the training stage (``teacher``, ``student-kd``, ...).
+        epoch: 1-based epoch of the bad step.
+        step: 1-based step within the epoch; ``global_step`` counts from the start of the stage.
+        terms: each non-finite entry (``loss``, ``loss/<term>``, ``grad_norm``) → its value.
+        batch_ids: the sample ids of the bad batch (this rank's part under DDP).
+        last_good: where the last good resume state is (``None`` when no epoch completed).
+    """
+
+    def __init__(self, message: str, *, stage: str | None, epoch: int, step: int, global_step: int,
+                 terms: dict[str, float], batch_ids: list[str], last_good: str | None = None) -> None:
+        super().__init__(message)
+        self.stage, self.epoch, self.step, self.global_step = stage, epoch, step, global_step
+        self.terms, self.batch_ids, self.last_good = dict(terms), list(batch_ids), last_good

@@ -139,3 +139,91 @@ def test_save_errors(tmp_path: Path) -> None:
     model.spec = None
     with pytest.raises(CheckpointError, match="without a spec"):
         save_model(model, tmp_path)
+
+
+# --- hardening: checksums, pickles, per-tensor spec mismatches ---------------------------------------
+
+
+class _Trap:
+    """Unpickling this object would create ``marker``: the test proves nothing was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_checksum_is_recorded_and_a_changed_weight_is_refused(tmp_path: Path) -> None:
+    import hashlib
+
+    save_model(make_model(), tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["weights_sha256"] == hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
+    state = load_file(str(tmp_path / "model.safetensors"))
+    state["head.fc.bias"] = state["head.fc.bias"] + 1.0  # same keys and shapes: only the checksum sees it
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path)
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'model.safetensors'}: sha256 ")
+    recorded = meta["weights_sha256"][:16]
+    assert f"does not match weights_sha256 {recorded}... recorded in {tmp_path / 'model.json'}" in msg
+    assert "re-save the model with save_model" in msg
+
+
+def test_old_checkpoint_without_checksum_loads_with_a_warning(tmp_path: Path) -> None:
+    model = make_model()
+    save_model(model, tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["weights_sha256"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=r"model.json: has no weights_sha256 .* re-save it with save_model"):
+        loaded, _ = load_model(tmp_path)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+def test_pickle_instead_of_safetensors_is_refused_unopened(tmp_path: Path, legacy: bool) -> None:
+    marker = tmp_path / "unpickled"
+    save_model(make_model(), tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    torch.save({"w": _Trap(marker)}, weights, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path / "ckpt")
+    kind = "a Python pickle (protocol 2)" if legacy else "a zip archive, as torch.save writes"
+    assert str(info.value).startswith(f"{weights}: is {kind}")
+    assert "not safetensors; refused. mmdistill never unpickles" in str(info.value)
+    assert "torch.load(path, weights_only=True)" in str(info.value)  # the fix
+    assert not marker.exists()
+
+
+def test_a_pt_file_given_as_the_checkpoint_is_refused_with_the_fix(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    pt = tmp_path / "teacher.pt"
+    torch.save({"w": _Trap(marker)}, pt)
+    with pytest.raises(CheckpointError, match=r"teacher.pt: is a zip archive, as torch.save writes .* not an "
+                                              r"mmdistill checkpoint folder .*save_model\(model, folder\)"):
+        load_model(pt)
+    (tmp_path / "weights.ckpt").write_bytes(b"not even a pickle")
+    with pytest.raises(CheckpointError, match=r"weights.ckpt: is a '.ckpt' file, a pickle-based format"):
+        load_model(tmp_path / "weights.ckpt")
+    assert not marker.exists()
+    save_model(make_model(), tmp_path / "ok")
+    with pytest.raises(CheckpointError, match=r"model.json: is a file; pass the checkpoint folder .* maybe "):
+        load_model(tmp_path / "ok" / "model.json")
+
+
+def test_every_wrongly_shaped_tensor_is_named(tmp_path: Path) -> None:
+    save_model(make_model(), tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["spec"]["num_classes"] = 5
+    meta["spec"]["encoders"]["image"]["kwargs"]["channels"] = [8, 4]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path)
+    msg = str(info.value)
+    assert "key 'encoders.image.stages.1.0.weight' has shape [8, 8, 3, 3] but model.json's spec builds " \
+        "[4, 8, 3, 3]" in msg
+    assert "key 'head.fc.bias' has shape [3] but model.json's spec builds [5]" in msg
+    assert "weights_sha256" not in msg  # the structural diagnosis comes first

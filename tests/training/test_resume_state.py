@@ -236,3 +236,29 @@ def test_drop_stage_records_keeps_other_stages_and_drops_a_cut_off_line(tmp_path
     assert drop_stage_records(path, "kd", 1) == 3  # epochs 2 and 3, and the partial line
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:2] + [rows[3]]
     assert drop_stage_records(path, "kd", 1) == 0 and drop_stage_records(tmp_path / "none", "kd", 0) == 0
+
+
+def test_a_tampered_or_redirected_resume_state_is_refused(tmp_path: Path) -> None:
+    model = Toy()
+    state = ResumeState(epoch=2, model=model.state_dict(), best=None, optimizer={}, scheduler=None,
+                        best_acc=0.5, best_epoch=1, bad_epochs=0, history=[], fingerprint={"lr": 0.01})
+    save_resume_state(tmp_path, state)
+    assert load_resume_state(tmp_path) is not None
+    # the weights changed after they were written: the digest stored with them no longer matches
+    tensors_file = tmp_path / "epoch-0002.safetensors"
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(tensors_file), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    key = next(iter(tensors))
+    tensors[key] = tensors[key] + 1
+    save_file(tensors, str(tensors_file), metadata=meta)
+    with pytest.raises(CheckpointError, match="do not match the sha256"):
+        load_resume_state(tmp_path)
+    # state.json may only name a tensor file of this folder, never a path elsewhere
+    meta_json = json.loads((tmp_path / STATE_FILE).read_text())
+    meta_json["tensors"] = "../elsewhere.safetensors"
+    (tmp_path / STATE_FILE).write_text(json.dumps(meta_json))
+    with pytest.raises(CheckpointError, match="not of the form epoch-NNNN.safetensors"):
+        load_resume_state(tmp_path)

@@ -1,9 +1,11 @@
 """Load a YAML config (a file or a packaged template), apply ``key=value`` overrides, validate.
 
-YAML is read with a :class:`yaml.SafeLoader` subclass only: tags such as ``!!python/object`` are
-refused with the file and line, never executed. Relative paths in the file (``data.manifest``,
-``teacher.checkpoint``, ``student.checkpoint``) resolve against the file's folder; relative paths
-given as command-line overrides resolve against the current folder, as a shell user expects.
+YAML is read with a :class:`yaml.SafeLoader` subclass only
+(:class:`~mmdistill.config.safe_yaml.StrictSafeLoader`): tags such as ``!!python/object`` are
+refused with the file and line, never executed; so are duplicate keys, recursive aliases and alias
+bombs. Relative paths in the file (``data.manifest``, ``teacher.checkpoint``, ``student.checkpoint``)
+resolve against the file's folder; relative paths given as command-line overrides resolve against
+the current folder, as a shell user expects.
 """
 
 from __future__ import annotations
@@ -17,30 +19,20 @@ from typing import Any
 import yaml
 
 import mmdistill
+from mmdistill.config.safe_yaml import StrictSafeLoader
 from mmdistill.config.schema import Config
 from mmdistill.config.validation import parse_config, show, validate_config
 from mmdistill.errors import ConfigError
 
-PATH_KEYS: tuple[str, ...] = ("data.manifest", "teacher.checkpoint", "student.checkpoint")
+PATH_KEYS: tuple[str, ...] = (
+    "data.manifest", "teacher.checkpoint", "student.checkpoint", "teacher.external.path",
+    "teacher.preprocessing.text.tokenizer", "teacher.pretrained.image.path", "teacher.pretrained.text.path",
+    "teacher.pretrained.audio.path",
+)
 """Config keys holding file-system paths, stored as absolute paths after loading."""
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 _TAG_RE = re.compile(r"tag '([^']+)'")
-
-
-class _StrictSafeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}; keep one of them", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def packaged_config_dir() -> Path:
@@ -87,19 +79,30 @@ def read_yaml(path: Path) -> dict[str, Any]:
     """Parse ``path`` as plain-data YAML; errors name the file, line and column."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: byte 0x{exc.object[exc.start]:02x} is not UTF-8; save the file as "
+                          "UTF-8") from None
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
     try:
-        data = yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.constructor.ConstructorError as exc:
         raise ConfigError(_yaml_message(path, exc, constructor=True)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_message(path, exc, constructor=False)) from None
+    except (RecursionError, ValueError) as exc:  # nesting too deep for the parser; an int of 4300+ digits
+        raise ConfigError(f"{path}: unreadable YAML ({_plain_error(exc)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {show(data)}")
     return data
+
+
+def _plain_error(exc: RecursionError | ValueError) -> str:
+    deep = "nested too deeply: lists or mappings hundreds of levels inside each other; flatten it"
+    return deep if isinstance(exc, RecursionError) else f"{exc}; quote the value to keep it as a string"
 
 
 def _yaml_message(path: Path, exc: yaml.YAMLError, *, constructor: bool) -> str:
@@ -129,9 +132,10 @@ def parse_override(text: str) -> tuple[str, Any]:
             f"override {show(text)}: expected KEY=VALUE with a dotted key, e.g. teacher.train.epochs=3"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        reason = str(getattr(exc, "problem", None) or exc).strip()
+        value = yaml.load(raw, Loader=StrictSafeLoader) if raw.strip() else None  # noqa: S506 - safe
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        reason = str(getattr(exc, "problem", None) or exc).strip() if isinstance(exc, yaml.YAMLError) \
+            else _plain_error(exc)
         raise ConfigError(
             f"override {show(text)}: the value {show(raw)} is not valid YAML ({reason}); "
             f"quote it, e.g. {key}='\"{raw}\"'"

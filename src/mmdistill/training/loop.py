@@ -27,7 +27,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from mmdistill.data.batch import IGNORE_LABEL, PRIMARY_TASK, Batch, batch_size, move_batch
-from mmdistill.errors import ConfigError, DataError, MMDistillError
+from mmdistill.errors import ConfigError, DataError, NonFiniteLossError
 from mmdistill.evaluation.metrics import accuracy
 from mmdistill.training.distributed import (
     all_gather_object,
@@ -38,6 +38,7 @@ from mmdistill.training.distributed import (
     world_size,
     wrap_ddp,
 )
+from mmdistill.training.guards import StepPlace, add_last_good, check_grad_norm, check_step
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.optim import build_optimizer, cosine_with_warmup
 from mmdistill.training.resume import FitResumer, fit_fingerprint
@@ -96,16 +97,15 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         out = step_fn(model, batch)
         loss = out["loss"]
-        loss_value = float(loss.detach().item())
-        if not math.isfinite(loss_value):
-            raise MMDistillError(
-                f"training diverged: loss is {loss_value} at epoch {epoch}, step {i + 1}; lower the learning "
-                f"rate (now {optimizer.param_groups[0]['lr']:.3g}), enable grad_clip, or check the inputs"
-            )
+        lr = float(optimizer.param_groups[0]["lr"])
+        global_step = (epoch - 1) * (n_batches or 0) + i + 1
+        place = StepPlace(stage or logger.stage, epoch, i + 1, global_step, lr, batch.get("id") or [])
+        loss_value = check_step(out, place)["loss"]  # raises before backward: no NaN reaches the weights
         loss.backward()
         if grad_clip:
-            grad_norm_sum += float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
-        lr = float(optimizer.param_groups[0]["lr"])
+            norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+            check_grad_norm(norm, loss_value, place)
+            grad_norm_sum += norm
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -121,7 +121,6 @@ def train_one_epoch(
         correct += int(((out["logits"].detach().argmax(-1) == labels) & valid).sum())
         n_labelled += int(valid.sum())
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-        global_step = (epoch - 1) * (n_batches or 0) + i + 1
         if log_every and global_step % log_every == 0:
             logger.log({"train/loss": loss_value, "lr": lr}, epoch=epoch, step=global_step, stage=stage)
     bar.close()
@@ -367,12 +366,16 @@ def fit(
             best_acc, best_epoch, bad_epochs = state.best_acc, state.best_epoch, state.bad_epochs
             stopped = patience is not None and bad_epochs >= patience and start < epochs
     last = start if stopped else epochs  # stopped early before the interruption: nothing left to run
+    saved = start  # the last epoch whose resume state is on disk
     for epoch in range(start + 1, last + 1):
         t0 = time.perf_counter()
-        train = train_one_epoch(
-            train_model, train_loader, step_fn, optimizer, scheduler, epoch=epoch, grad_clip=grad_clip,
-            logger=logger, progress=progress, device=device, stage=stage, log_every=log_every,
-        )
+        try:
+            train = train_one_epoch(
+                train_model, train_loader, step_fn, optimizer, scheduler, epoch=epoch, grad_clip=grad_clip,
+                logger=logger, progress=progress, device=device, stage=stage, log_every=log_every,
+            )
+        except NonFiniteLossError as err:
+            raise add_last_good(err, resume_dir, saved) from None
         record: dict[str, Any] = {f"train/{k}": v for k, v in train.items() if k not in ("lr", "steps")}
         val_acc = math.nan
         if val_loader is not None:
@@ -396,6 +399,7 @@ def fit(
         if resumer is not None:
             resumer.save(epoch, net, best_state, optimizer, scheduler, best_acc=best_acc,
                          best_epoch=best_epoch, bad_epochs=bad_epochs, history=history)
+            saved = epoch
         if patience is not None and bad_epochs >= patience:
             stopped = epoch < epochs
             break

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 from collections.abc import Mapping
@@ -33,7 +34,6 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from mmdistill.errors import CheckpointError
 from mmdistill.training.distributed import is_main
@@ -44,6 +44,7 @@ from mmdistill.training.state_io import (
     decode_state,
     drop_stage_records,
     encode_state,
+    load_tensor_file,
     restore_rng,
 )
 
@@ -165,8 +166,11 @@ def load_resume_state(directory: Path) -> ResumeState | None:
         if meta.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: resume state format {meta.get('version')!r}, expected "
                                   f"{FORMAT_VERSION}; {fix}")
-        tensor_path = directory / meta["tensors"]
-        tensors = load_file(str(tensor_path))
+        name = str(meta["tensors"])
+        if not re.fullmatch(r"epoch-\d{4,}\.safetensors", name):  # a plain file name, never a path
+            raise CheckpointError(f"{path}: tensor file {name!r} is not of the form epoch-NNNN.safetensors; "
+                                  f"{fix}")
+        tensors = load_tensor_file(directory / name, fix=fix)
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise CheckpointError(f"{path}: unreadable resume state ({exc}); {fix}") from exc
     model = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}

@@ -2,10 +2,15 @@
 dicts (tensors to safetensors, the rest to JSON), and capture/restore of every RNG a training
 epoch draws from (torch CPU and CUDA, NumPy, Python's ``random``, the data loaders' generators),
 and the clean-up of ``metrics.jsonl`` when a stage restarts.
+
+Tensor files carry a sha256 of their tensors (names, dtypes, shapes, bytes) in their safetensors
+metadata (:data:`DIGEST_KEY`); :func:`load_tensor_file` refuses a pickle, an unreadable file and a
+digest that does not match, and loads older files without a digest unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -15,7 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from mmdistill.errors import CheckpointError
+
+DIGEST_KEY = "mmdistill.sha256"
+"""Safetensors metadata key holding :func:`tensors_digest` of the file's tensors."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -30,15 +41,57 @@ def atomic_write_text(path: Path, text: str) -> None:
             tmp.unlink()
 
 
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order (hex)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, without a copy
+    return h.hexdigest()
+
+
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Save ``tensors`` as safetensors at ``path`` through a temporary file and ``os.replace``."""
+    """Save ``tensors`` as safetensors at ``path`` through a temporary file and ``os.replace``.
+
+    The metadata also gets :data:`DIGEST_KEY`, checked by :func:`load_tensor_file`.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata={**metadata, DIGEST_KEY: tensors_digest(tensors)})
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def load_tensor_file(path: Path, *, fix: str) -> dict[str, torch.Tensor]:
+    """Read a tensor file written by :func:`atomic_save_tensors`, verified; never unpickles.
+
+    Args:
+        path: the ``.safetensors`` file.
+        fix: what the user should do when the file is refused (ends every message).
+
+    Raises:
+        CheckpointError: the file is missing, a pickle (a ``torch.save`` file), not safetensors, or
+            its tensors do not match the digest stored in it; the message names the file.
+    """
+    from mmdistill.models.checkpoint import pickle_kind  # models import torch modules: load lazily
+
+    kind = pickle_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"{path}: is {kind}, not safetensors; refused (never unpickled); {fix}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{path}: unreadable tensor file ({exc}); {fix}") from exc
+    recorded = metadata.get(DIGEST_KEY)
+    if recorded is not None and tensors_digest(tensors) != recorded:
+        raise CheckpointError(f"{path}: the tensors do not match the sha256 stored with them (the file was "
+                              f"changed or damaged after it was written); {fix}")
+    return tensors
 
 
 def encode_state(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:

@@ -1,8 +1,8 @@
 """Audio decoding, resampling and log-mel features (no torchaudio/librosa/scipy needed).
 
 * :func:`load_audio` decodes WAV/FLAC/OGG (anything libsndfile reads) to mono float32.
-* :func:`resample` is band-limited windowed-sinc interpolation (Kaiser window), the method of
-  resampy / Smith's "Digital Audio Resampling", vectorized with numpy.
+* :func:`resample` (:mod:`mmdistill.data.transforms.resample`) is band-limited windowed-sinc
+  interpolation (Kaiser window), the method of resampy / Smith's "Digital Audio Resampling".
 * :func:`mel_filterbank` matches ``librosa.filters.mel(htk=True, norm=None).T`` and
   ``torchaudio.functional.melscale_fbanks(norm=None, mel_scale="htk")``.
 * :class:`LogMel` turns a waveform into ``log(mel power + 1e-6)`` frames with ``torch.stft``.
@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-import math
+import logging
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,17 +20,31 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from mmdistill.data.transforms.resample import resample
 from mmdistill.errors import DataError
+
+__all__ = ["LOG_EPS", "MAX_AUDIO_SECONDS", "LogMel", "hz_to_mel", "load_audio", "mel_filterbank", "mel_to_hz",
+           "resample"]
+
+log = logging.getLogger(__name__)
 
 LOG_EPS = 1e-6
 """Added to the mel power before the log so silence gives log(1e-6) ≈ -13.8, not -inf."""
+MAX_AUDIO_SECONDS = 3600.0
+"""Longest clip :func:`load_audio` decodes, in seconds, judged from the header before decoding: an
+hour of silence compresses to a small FLAC but decodes to gigabytes (an audio decompression bomb)."""
+_WAV_SHORT = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")  # libsndfile's log of a short WAV
 
 
 def load_audio(path: str | Path, target_rate: int) -> np.ndarray:
     """Decode an audio file to a mono float32 waveform at ``target_rate``.
 
-    Integer PCM is scaled to [-1, 1) by libsndfile; channels are averaged; the result is
-    resampled with :func:`resample` when the file's rate differs.
+    Integer PCM of any width (8-bit unsigned, 16, 24, 32-bit) and u-law/A-law are scaled to
+    [-1, 1) by libsndfile; float files are kept as written (values beyond ±1 are not clipped);
+    channels are averaged (mono = mean of all channels); the result is resampled with
+    :func:`resample` when the file's rate differs. A WAV cut short (its header promises more
+    data than the file holds) gives the samples present, with a warning. The format is read from
+    the file's content, not its extension.
 
     Args:
         path: WAV, FLAC, OGG/Vorbis (any format libsndfile reads).
@@ -39,13 +54,21 @@ def load_audio(path: str | Path, target_rate: int) -> np.ndarray:
         float32 array ``[N]`` with N >= 1.
 
     Raises:
-        DataError: the file is missing, unreadable, corrupt, empty or holds NaN/inf samples.
+        DataError: the file is missing, unreadable, corrupt, empty, longer than
+            :data:`MAX_AUDIO_SECONDS`, or holds NaN/inf samples.
     """
     p = Path(path)
     if not p.is_file():
         raise DataError("audio file not found; check the path", path=str(p))
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(p)) as f:
+            rate = f.samplerate
+            if f.frames > MAX_AUDIO_SECONDS * rate:
+                length = f"{f.frames / rate:,.0f} s long ({f.frames:,} frames at {rate} Hz)"
+                raise DataError(f"audio is {length}, more than the {MAX_AUDIO_SECONDS:,.0f} s allowed; cut "
+                                "it into clips (the model sees max_seconds of each)", path=str(p))
+            data = f.read(dtype="float32", always_2d=True)
+            short = _WAV_SHORT.search(f.extra_info) if f.format == "WAV" else None
     except PermissionError as e:
         raise DataError(f"cannot read audio file ({e.strerror}); check its permissions", path=str(p)) from e
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
@@ -53,82 +76,18 @@ def load_audio(path: str | Path, target_rate: int) -> np.ndarray:
             f"corrupt or unsupported audio ({type(e).__name__}: {e}); re-export it as 16-bit PCM WAV or FLAC",
             path=str(p),
         ) from e
+    if short is not None and int(short.group(1)) > int(short.group(2)):
+        log.warning("%s: the WAV header promises %s data bytes but the file holds %s (cut short?); using the "
+                    "%d frames present", p, short.group(1), short.group(2), data.shape[0])
     if data.shape[0] == 0:
-        raise DataError("audio file has no samples (0 frames); remove it or record a non-empty clip",
-                        path=str(p))
+        raise DataError("audio file has no samples (0 frames: empty, or cut short before its first frame); "
+                        "remove the row or replace the file with a non-empty clip", path=str(p))
     if not np.isfinite(data).all():
         raise DataError("audio file holds NaN or infinite samples; re-export it", path=str(p))
     wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if rate != target_rate:
         wave = resample(wave, int(rate), int(target_rate))
     return np.ascontiguousarray(wave, dtype=np.float32)
-
-
-def resample(
-    wave: np.ndarray,
-    orig_rate: int,
-    new_rate: int,
-    *,
-    zero_crossings: int = 16,
-    rolloff: float = 0.945,
-    beta: float = 8.555,
-) -> np.ndarray:
-    """Band-limited resampling by windowed-sinc interpolation.
-
-    Output sample ``j`` sits at input time ``t_j = j * orig_rate / new_rate`` (in input samples)
-    and is ``sum_k x[k] * h(t_j - k)`` with ``h(d) = 2 fc sinc(2 fc d) w(d)``: a low-pass at
-    ``fc = rolloff * min(1, new/orig) / 2`` cycles per input sample (anti-aliasing when
-    downsampling), windowed by a Kaiser window spanning ``zero_crossings`` sinc lobes per side.
-    Samples outside the signal count as zero. Defaults follow resampy's ``kaiser_best``
-    (stopband attenuation around 80 dB). Any rate ratio works, rational or not.
-
-    Args:
-        wave: mono waveform ``[N]``.
-        orig_rate: rate of ``wave`` in Hz.
-        new_rate: wanted rate in Hz.
-        zero_crossings: half-width of the filter in sinc zero crossings (quality vs speed).
-        rolloff: cutoff as a fraction of the lower Nyquist frequency.
-        beta: Kaiser window shape parameter.
-
-    Returns:
-        float32 array of length ``ceil(N * new_rate / orig_rate)``.
-
-    Shapes:
-        wave: ``[N]`` → ``[ceil(N * new_rate / orig_rate)]``.
-    """
-    if orig_rate <= 0 or new_rate <= 0:
-        raise ValueError(f"sample rates must be > 0, got orig_rate={orig_rate}, new_rate={new_rate}")
-    x = np.asarray(wave, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"resample expects a mono waveform [N], got shape {x.shape}")
-    if orig_rate == new_rate or x.size == 0:
-        return x.astype(np.float32)
-    n_in = x.size
-    n_out = math.ceil(n_in * new_rate / orig_rate)
-    fc = 0.5 * rolloff * min(1.0, new_rate / orig_rate)
-    half_width = zero_crossings / (2.0 * fc)  # in input samples
-    taps = np.arange(-math.floor(half_width), math.floor(half_width) + 2)  # offsets from floor(t_j)
-
-    def kernel(d: np.ndarray) -> np.ndarray:
-        window = np.i0(beta * np.sqrt(np.clip(1.0 - (d / half_width) ** 2, 0.0, 1.0))) / np.i0(beta)
-        return 2.0 * fc * np.sinc(2.0 * fc * d) * window * (np.abs(d) <= half_width)
-
-    # t_j = j * down / up: its fractional part takes only `up` values (the polyphase phases), so
-    # for common rates (44.1k → 16k: up = 160) the kernels are computed once and gathered.
-    g = math.gcd(orig_rate, new_rate)
-    up, down = new_rate // g, orig_rate // g
-    table = kernel((np.arange(up)[:, None] / up) - taps[None, :]) if up * taps.size <= 2_000_000 else None
-    out = np.empty(n_out, dtype=np.float32)
-    # Chunks bound the [chunk, taps] matrices to a few MB whatever the clip length.
-    chunk = max(1, 1_000_000 // taps.size)
-    for start in range(0, n_out, chunk):
-        j = np.arange(start, min(start + chunk, n_out), dtype=np.int64)
-        base, phase = np.divmod(j * down, up)
-        k = base[:, None] + taps[None, :]  # [chunk, taps] input indices
-        h = table[phase] if table is not None else kernel((phase / up)[:, None] - taps[None, :])
-        samples = np.where((k >= 0) & (k < n_in), x[np.clip(k, 0, n_in - 1)], 0.0)
-        out[start : start + j.size] = np.einsum("ij,ij->i", samples, h)
-    return out
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:

@@ -7,6 +7,7 @@ student can each apply their own transform to the same pixels.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from mmdistill.errors import DataError
 
 # Modes Pillow decodes into a single channel; everything else becomes RGB.
 _GREY_MODES = {"1", "L", "LA", "La", "I", "F"}
+
+MAX_IMAGE_PIXELS = 89_478_485
+"""Largest image :func:`load_image` decodes, in pixels (width x height): Pillow's own warning level,
+about 9459 x 9459 (268 MB as RGB). A larger one is refused from its header, before any pixel is
+decoded: a few-KB PNG can declare 100000 x 100000 pixels (a decompression bomb)."""
 
 
 def _to_uint8_grey(img: Image.Image) -> np.ndarray:
@@ -32,9 +38,12 @@ def _to_uint8_grey(img: Image.Image) -> np.ndarray:
     arr = np.array(img)
     if img.mode == "F":
         arr = arr.astype(np.float64)
-        # Float images are usually in [0, 1]; anything larger is taken as 0..255.
-        scale = 255.0 if np.nanmax(arr, initial=0.0) <= 1.0 else 1.0
-        return np.clip(np.nan_to_num(arr) * scale, 0, 255).round().astype(np.uint8)
+        finite = np.isfinite(arr)
+        # Float images are usually in [0, 1]; anything larger is taken as 0..255. Only finite values
+        # decide (one inf pixel must not turn a [0, 1] image black); NaN -> 0, +inf -> 255, -inf -> 0.
+        scale = 255.0 if arr[finite].max(initial=0.0) <= 1.0 else 1.0
+        arr = np.where(finite, arr * scale, np.where(arr > 0, 255.0, 0.0))
+        return np.clip(arr, 0, 255).round().astype(np.uint8)
     # "I" and "I;16*": 16-bit data (PNG/TIFF) in 0..65535 → 0..255 (257 = 65535 / 255).
     arr = arr.astype(np.float64)
     scale = 257.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 1.0
@@ -52,12 +61,18 @@ def _to_uint8_rgb(img: Image.Image) -> np.ndarray:
     return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
+def _corrupt(p: Path, e: Exception) -> DataError:
+    why = f"{type(e).__name__}: {e}"
+    return DataError(f"corrupt or unsupported image ({why}); re-export it as PNG or JPEG", path=str(p))
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Decode an image file into a uint8 array.
 
     Grey images (1-bit, 8-bit, 16-bit, float) give ``[H, W]``; every other mode (RGB, RGBA,
     palette, CMYK, YCbCr, ...) gives RGB ``[H, W, 3]``. Alpha is composited onto black, 16-bit
-    data is scaled to 8 bits, and the EXIF orientation is applied.
+    data is scaled to 8 bits, and the EXIF orientation is applied. The format is read from the
+    file's content, not its extension; animated files give their first frame.
 
     Args:
         path: image file in any format Pillow reads (PNG, JPEG, BMP, TIFF, WebP, ...).
@@ -66,24 +81,40 @@ def load_image(path: str | Path) -> np.ndarray:
         uint8 array ``[H, W]`` or ``[H, W, 3]``.
 
     Raises:
-        DataError: the file is missing, unreadable or not a valid image (the message names it).
+        DataError: the file is missing, unreadable, not a valid image, or larger than
+            :data:`MAX_IMAGE_PIXELS` (the message names it).
     """
     p = Path(path)
     if not p.is_file():
         raise DataError("image file not found; check the path", path=str(p))
     try:
-        with Image.open(p) as img:
+        with warnings.catch_warnings():
+            # Pillow warns above its limit (and raises above twice it); the size check below decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(p)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"image too large to decode ({e}); downscale it to at most {MAX_IMAGE_PIXELS:,} "
+                        "pixels (the model sees a small square anyway)", path=str(p)) from e
+    except PermissionError as e:
+        raise DataError(f"cannot read image file ({e.strerror}); check its permissions", path=str(p)) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise _corrupt(p, e) from e
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise DataError(
+            f"image is {width} x {height} = {width * height:,} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+            "allowed (decompression-bomb guard); downscale it (the model sees a small square anyway)",
+            path=str(p),
+        )
+    try:
+        with img:
             img.load()
             img = ImageOps.exif_transpose(img)
             is_grey = img.mode in _GREY_MODES or img.mode.startswith("I;16")
             arr = _to_uint8_grey(img) if is_grey else _to_uint8_rgb(img)
-    except PermissionError as e:
-        raise DataError(f"cannot read image file ({e.strerror}); check its permissions", path=str(p)) from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(
-            f"corrupt or unsupported image ({type(e).__name__}: {e}); re-export it as PNG or JPEG",
-            path=str(p),
-        ) from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated, damaged, undecodable data
+        raise _corrupt(p, e) from e
     if arr.size == 0:
         raise DataError("image has no pixels (width or height 0)", path=str(p))
     return arr
