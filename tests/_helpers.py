@@ -78,3 +78,43 @@ def train_briefly(
     finally:
         torch.set_num_threads(threads)
     return model.eval()
+
+
+def write_manifest(root: Any, classes: Sequence[str] = ("low", "high"), n_per_class: int = 6, *,
+                   rate: int = 8000, image_size: int = 20) -> Any:
+    """A tiny JSONL manifest with PNG images, WAV tones and phrases under ``root``; returns its path.
+
+    Class ``k`` has a bright band at rows ``k`` of the image (one band per class), a tone of
+    ``300 + 1500 k`` Hz (0.4 s, at ``rate``: 8 kHz is not the models' 16 kHz, so readers resample)
+    and the text ``"a <class> sound"``. Per class, the last row is test, the one before val, the rest
+    train; row 0 of each class has no audio (a missing modality).
+    """
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import soundfile as sf
+    from PIL import Image
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    band = max(1, image_size // max(len(classes), 1))
+    rows = []
+    for k, label in enumerate(classes):
+        for i in range(n_per_class):
+            img = rng.integers(0, 40, (image_size, image_size)).astype(np.uint8)
+            img[k * band:(k + 1) * band] = 220
+            Image.fromarray(img).save(root / f"{label}{i}.png")
+            t = np.arange(int(0.4 * rate)) / rate
+            wave = (0.3 * np.sin(2 * np.pi * (300 + 1500 * k) * t)).astype(np.float32)
+            sf.write(root / f"{label}{i}.wav", wave, rate)
+            split = "train" if i < n_per_class - 2 else ("val" if i == n_per_class - 2 else "test")
+            row = {"id": f"{label}{i}", "image": f"{label}{i}.png", "audio": f"{label}{i}.wav",
+                   "text": f"a {label} sound", "label": label, "split": split}
+            if i == 0:
+                del row["audio"]
+            rows.append(row)
+    path = root / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path

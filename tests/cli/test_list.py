@@ -59,3 +59,25 @@ def test_plugins_are_imported_first(tmp_path: Path, monkeypatch) -> None:
     assert sys.modules["mmd_test_list_plugin"].LOADED
     result = runner.invoke(app, ["list", "--plugin", "no_such_mod_xyz"])
     assert "--plugin no_such_mod_xyz: cannot import it" in str(result.exception)
+
+
+def test_list_pretrained_encoders_names_their_modality_and_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = runner.invoke(app, ["list", "pretrained-encoders"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") == 4}
+    assert set(rows) == {"minilm", "hf_text", "speech_embedding", "mmdistill", "torch"}
+    assert "text" in rows["minilm"] and "mmdistill[pretrained-text]" in rows["minilm"]
+    assert "audio" in rows["speech_embedding"] and "mmdistill[pretrained-audio]" in rows["speech_embedding"]
+    assert " any " in rows["mmdistill"]
+    from mmdistill.teachers import TORCH_MODULES
+
+    monkeypatch.setattr(TORCH_MODULES, "_entries", {})  # what a run without plugins sees
+    result = runner.invoke(app, ["list", "teacher-modules"])
+    assert result.exit_code == 0 and "register one from a module listed in plugins" in result.stdout
+
+    @TORCH_MODULES.register("my_listed_teacher")
+    class MyTeacher:
+        """A teacher module of the user's code."""
+
+    result = runner.invoke(app, ["list", "teacher-modules"], env={"COLUMNS": "250"})
+    assert "my_listed_teacher" in result.stdout and "A teacher module of the user's code." in result.stdout

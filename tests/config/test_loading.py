@@ -158,3 +158,21 @@ def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
     assert text.startswith("# mmdistill ")
     again = load_config(_write(tmp_path / "r.yaml", text), check=False)
     assert again == cfg
+
+
+def test_teacher_model_paths_resolve_against_the_config_folder(tmp_path: Path, monkeypatch) -> None:
+    sub = tmp_path / "cfgs"
+    sub.mkdir()
+    text = ("teacher:\n  pretrained: {audio: {name: speech_embedding, path: models/speech},"
+            " text: {name: hf_text, path: ../hf}}\n"
+            "  preprocessing: {text: {tokenizer: tok/tokenizer.json}}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(_write(sub / "c.yaml", text), check=False)
+    assert cfg.teacher.pretrained["audio"].path == str(sub / "models" / "speech")
+    assert cfg.teacher.pretrained["text"].path == str(tmp_path / "hf")
+    assert cfg.teacher.preprocessing.text.tokenizer == str(sub / "tok" / "tokenizer.json")
+    external = _write(sub / "e.yaml", "teacher: {external: {kind: onnx, path: t.onnx}}\n")
+    assert load_config(external, check=False).teacher.external.path == str(sub / "t.onnx")
+    # On the command line: relative to the current folder.
+    cfg = load_config(external, ["teacher.external.path=u.onnx"], check=False)
+    assert cfg.teacher.external.path == str(tmp_path / "u.onnx")

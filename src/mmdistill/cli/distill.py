@@ -39,7 +39,9 @@ def distill_command(
     """Distill the config's students from a trained teacher, then evaluate the run folder.
 
     Data comes from the config (with the teacher's tokenizer). The scratch student is trained only
-    if the run folder lacks it; every distill.students variant is (re)trained.
+    if the run folder lacks it; every distill.students variant is (re)trained. With
+    teacher.pretrained or teacher.external the run folder's own teacher is used (built there first
+    if it has none); --teacher does not apply.
 
     Example: `mmdistill distill smoke --teacher runs/smoke/teacher --run-dir runs/smoke-kd`
     """
@@ -57,7 +59,19 @@ def distill_command(
         raise ConfigError("distill.students: empty, so there is nothing to distill; add a student, e.g. "
                           "distill.students.kd.strategy=logit_kd")
     folder = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.name
-    if cfg.teacher.checkpoint is None:
+    from mmdistill.teachers.spec import teacher_kind
+
+    reuse = ["student"]
+    raw = teacher_kind(cfg) != "mmdistill"
+    if raw:
+        # teacher.pretrained / teacher.external: no checkpoint to copy. The run folder's saved
+        # teacher (teacher/teacher.json or external.json) is reused; without one, the teacher stage
+        # builds it there (frozen encoders: their embeddings once, then the head is trained).
+        from mmdistill.recipes.teacher import raw_teacher_saved
+
+        if raw_teacher_saved(folder):
+            reuse.append("teacher")
+    elif cfg.teacher.checkpoint is None:
         own = folder / "teacher"
         if not (own / "model.json").is_file():
             raise ConfigError(f"--teacher: not given and the run folder has no teacher ({own}); pass "
@@ -72,8 +86,12 @@ def distill_command(
     from mmdistill.recipes.evaluate import format_summary
     from mmdistill.recipes.pipeline import run_pipeline
 
-    # The teacher stage only copies the checkpoint in (never trains); the scratch student is reused.
-    result = run_pipeline(cfg, folder, resume=("student",))
+    # The teacher stage only copies the checkpoint in (an mmdistill teacher: never trains) or reuses the
+    # run folder's raw-record teacher; the scratch student is reused.
+    if raw and "teacher" not in reuse and not cfg.logging.quiet:
+        source = "teacher.external" if cfg.teacher.external is not None else "teacher.pretrained"
+        out.print(f"no teacher in {folder / 'teacher'} yet: building it from {source}")
+    result = run_pipeline(cfg, folder, resume=tuple(reuse))
     if result.get("rank", 0) != 0:
         return
     if result.get("summary"):

@@ -20,6 +20,8 @@ class Kind(StrEnum):
     presets = "presets"
     losses = "losses"
     strategies = "strategies"
+    pretrained_encoders = "pretrained-encoders"
+    teacher_modules = "teacher-modules"
 
 
 # (module, attribute) of each family; imported only when listed, since they import torch.
@@ -30,7 +32,13 @@ SOURCES: dict[str, tuple[str, str]] = {
     "presets": ("mmdistill.models.builders", "PRESETS"),
     "losses": ("mmdistill.distill.registries", "LOSSES"),
     "strategies": ("mmdistill.distill.strategies", "STRATEGIES"),
+    # Bring-your-own teachers (docs/teachers.md): frozen per-modality encoders, and the nn.Module
+    # classes of the user's code that plugins register (empty without plugins).
+    "pretrained-encoders": ("mmdistill.teachers.registry", "PRETRAINED_ENCODERS"),
+    "teacher-modules": ("mmdistill.teachers.registry", "TORCH_MODULES"),
 }
+# Families with a second column: its header.
+SECOND_COLUMN = {"encoders": "modality", "losses": "family", "pretrained-encoders": "modality"}
 
 
 def _load(kind: str) -> Any:
@@ -45,6 +53,15 @@ def _load(kind: str) -> Any:
 def rows(kind: str) -> list[tuple[str, str, str]]:
     """``(name, modality or family, description)`` for each component of ``kind``, sorted by name."""
     container = _load(kind)
+    if kind == "pretrained-encoders":
+        from mmdistill.teachers.deps import EXTRAS
+
+        out = []
+        for e in container.entries():
+            needs = e.meta.get("needs")
+            extra = f" (needs mmdistill[{EXTRAS[needs][1]}])" if needs in EXTRAS else ""
+            out.append((e.name, str(e.meta.get("modality") or "any"), e.description + extra))
+        return out
     if hasattr(container, "entries"):
         return [
             (e.name, str(e.meta.get("modality", e.meta.get("family", ""))), e.description)
@@ -78,7 +95,7 @@ def list_command(
         typer.Option("--plugin", "-p", help="Import this module first (its components register themselves)."),
     ] = None,
 ) -> None:
-    """List the encoders, fusions, heads and presets a config can name.
+    """List the encoders, fusions, heads, presets, losses, strategies and teacher encoders a config can name.
 
     Example: `mmdistill list encoders -p my_pkg.my_encoders`
     """
@@ -102,11 +119,14 @@ def list_command(
             continue
         table = Table(title=k, title_justify="left", show_header=True, header_style="bold")
         table.add_column("name", style="cyan", no_wrap=True)
-        if k in ("encoders", "losses"):
-            table.add_column("modality" if k == "encoders" else "family")
+        if k in SECOND_COLUMN:
+            table.add_column(SECOND_COLUMN[k])
         table.add_column("description")
         for name, modality, desc in found:
             # Text(...) so docstrings holding "[mean, last]" are not read as rich markup.
-            cells = (name, modality, desc) if k in ("encoders", "losses") else (name, desc)
+            cells = (name, modality, desc) if k in SECOND_COLUMN else (name, desc)
             table.add_row(*(Text(c) for c in cells))
+        if not found:
+            table.add_row(*(Text(c) for c in ("(none)", *([""] if k in SECOND_COLUMN else []),
+                                               "register one from a module listed in plugins")))
         out.print(table)

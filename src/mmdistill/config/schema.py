@@ -126,6 +126,89 @@ class ModelConfig(_Strict):
         return _unique_modalities(value)
 
 
+class TeacherTextConfig(_Strict):
+    """A teacher's own text preprocessing: its tokenizer file (``tokenizer.json``, PAD = 0) and length.
+
+    ``tokenizer: null`` = the run's tokenizer (trained on the training split).
+    """
+
+    tokenizer: str | None = None
+    max_length: PositiveInt = 32
+
+
+class TeacherPreprocessingConfig(_Strict):
+    """A teacher's own preprocessing of the modalities it reads through mmdistill transforms.
+
+    ``null`` = the student's ``data.<modality>`` settings. Pretrained encoders bring their own
+    preprocessing (tokenizer, 16 kHz mel front end) and ignore these.
+    """
+
+    image: ImageConfig | None = None
+    audio: AudioConfig | None = None
+    text: TeacherTextConfig | None = None
+
+
+class PretrainedEncoderConfig(_Strict):
+    """One frozen pretrained encoder of a teacher (``mmdistill list`` shows ``PRETRAINED_ENCODERS``).
+
+    ``finetune_layers: 0`` = frozen: its embeddings are computed once per sample (embedding store)
+    and only the fusion and head train; ``N > 0`` = its last N layers train too, online (PyTorch
+    and Hugging Face encoders only; bypasses the store).
+    """
+
+    name: str
+    path: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    finetune_layers: Annotated[Int, Field(ge=0)] = 0
+
+
+class OnnxInputConfig(_Strict):
+    """One input of an ONNX teacher graph and what feeds it (``source``: ``image``, ``text``,
+    ``text_lengths``, ``audio_present``, ...; default: the input's name). ``shape``: one entry per
+    axis, a size or null where any size is fed."""
+
+    name: str
+    dtype: Literal["float32", "int64", "bool"]
+    shape: list[PositiveInt | None]
+    source: str | None = None
+
+
+class ExternalTeacherConfig(_Strict):
+    """A whole teacher that is not an mmdistill model (docs/teachers.md).
+
+    ``torch``: ``module`` (a ``TORCH_MODULES`` name registered by a module in ``plugins``),
+    ``kwargs`` and ``path`` (its ``.safetensors`` weights); ``huggingface``: ``path`` = a local
+    folder holding a sequence classifier; ``onnx``: ``path`` = the ``.onnx`` file, ``inputs``
+    (null = mmdistill's export contract), ``logits`` and ``features`` (feature → output name).
+    """
+
+    kind: Literal["torch", "huggingface", "onnx"]
+    path: str | None = None
+    module: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    num_classes: PositiveInt | None = None
+    inputs: list[OnnxInputConfig] | None = None
+    logits: str = "logits"
+    features: dict[str, str] = Field(default_factory=dict)
+
+
+class TeacherConfig(ModelConfig):
+    """The teacher: an mmdistill model (trained, or ``checkpoint``), pretrained encoders + a trained
+    fusion/head (``pretrained``), or a whole external model (``external``).
+
+    ``pretrained``: modality → frozen encoder; the teacher's other modalities use the preset's
+    mmdistill encoders, trained with the fusion and head. ``embedding``: kwargs of the
+    ``embedding_<m>`` encoders reading stored embeddings (``dim``, ``norm``, ``dropout``).
+    ``preprocessing``: the teacher's own settings for the modalities it reads through mmdistill
+    transforms (null = ``data.*``).
+    """
+
+    pretrained: dict[Modality, PretrainedEncoderConfig] = Field(default_factory=dict)
+    embedding: dict[str, Any] = Field(default_factory=dict)
+    external: ExternalTeacherConfig | None = None
+    preprocessing: TeacherPreprocessingConfig = Field(default_factory=TeacherPreprocessingConfig)
+
+
 class BaselinesConfig(_Strict):
     """Unimodal baselines: one model per data modality, to show what fusion adds."""
 
@@ -222,7 +305,7 @@ class Config(_Strict):
     plugins: list[str] = Field(default_factory=list)
     stages: list[Stage] = Field(default_factory=lambda: list(STAGES))
     data: DataConfig = Field(default_factory=DataConfig)
-    teacher: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="teacher"))
+    teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig(preset="teacher"))
     student: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="student"))
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)

@@ -369,6 +369,9 @@ def semantic_problems(cfg: Config, *, check_registries: bool = True) -> list[str
         problems.append(_unknown("baselines.preset", "preset", cfg.baselines.preset, presets))
     if check_registries:
         from mmdistill.config.distill_checks import distill_problems
+        from mmdistill.teachers.checks import teacher_problems
+
+        problems += teacher_problems(cfg)
 
         problems += distill_problems(cfg, lambda key, model, c: _model_problems(key, model, c, regs))
     from mmdistill.config.compress_checks import compress_problems

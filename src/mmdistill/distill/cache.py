@@ -7,20 +7,18 @@ the feature names, so a changed teacher or data set gets a new directory instead
 A cache is built in a temporary directory and moved into place with one ``os.replace``, so a crash
 never leaves a half-written cache under the final name. Opening one never unpickles anything
 (``.npy`` read with ``allow_pickle=False``, ids in JSON). User guide: ``docs/cache.md``.
+
+:meth:`TeacherCache.get_or_build_from` builds the same format from any callable over any items
+(raw records run through a pretrained teacher's own preprocessing, or a frozen encoder's
+embeddings, with ``logits=False``), keyed by fingerprints the caller computes.
+
+This module is the API; :mod:`~mmdistill.distill.cache_write` holds the key, the checks of build
+arguments and the writer, :mod:`~mmdistill.distill.cache_read` the checks every open runs.
 """
 
 from __future__ import annotations
 
-import datetime
-import difflib
-import hashlib
-import json
 import logging
-import os
-import re
-import shutil
-import socket
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,20 +29,33 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mmdistill import __version__
-from mmdistill.data.batch import Sample, move_batch
+from mmdistill.data.batch import Sample
 from mmdistill.data.collate import collate
-from mmdistill.distill.fingerprint import canonical_json, dataset_fingerprint, model_fingerprint
-from mmdistill.errors import CheckpointError, ConfigError, DataError
-from mmdistill.models.outputs import ModelOutput
+from mmdistill.distill.cache_read import read_cache_dir
+from mmdistill.distill.cache_write import (  # cache_key, feature_filename, CACHE_FORMAT, DTYPES: public
+    _TMP_PREFIX,  # noqa: F401  (the private helpers the cache tests reach through this module)
+    CACHE_FORMAT,
+    DTYPES,
+    _check_build,
+    _check_ids,
+    _check_options,
+    _host,  # noqa: F401
+    _run_teacher,
+    _sha256_file,  # noqa: F401
+    _write_outputs,
+    cache_key,
+    feature_filename,
+    on_rank0_then_all,
+    write_into_place,
+)
+from mmdistill.distill.fingerprint import dataset_fingerprint, model_fingerprint
+from mmdistill.errors import ConfigError, DataError
 from mmdistill.training import distributed as dist_utils
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "mmdistill.teacher_cache/1"
-DTYPES = ("float32", "float16")
-_TMP_PREFIX = ".tmp-teacher-"
-_FLOAT16_MAX = 65504.0
+__all__ = ["CACHE_FORMAT", "DTYPES", "CacheMissError", "TeacherCache", "cache_key", "dataset_fingerprint",
+           "feature_filename", "model_fingerprint"]
 
 
 class CacheMissError(DataError, KeyError):
@@ -52,163 +63,6 @@ class CacheMissError(DataError, KeyError):
 
     def __str__(self) -> str:  # KeyError.__str__ would wrap the message in quotes
         return str(self.args[0]) if self.args else ""
-
-
-def cache_key(teacher_fp: str, data_fp: str, features: Sequence[str], *, dtype: str = "float32") -> str:
-    """The cache key: sha256 over the fingerprints, the (sorted, distinct) feature names and the dtype."""
-    payload = {"format": CACHE_FORMAT, "teacher": teacher_fp, "data": data_fp,
-               "features": sorted(set(features)), "dtype": dtype}
-    return hashlib.sha256(canonical_json(payload, "cache key")).hexdigest()
-
-
-def feature_filename(name: str) -> str:
-    """``features-<name>.npy``, '.' kept, characters outside ``[A-Za-z0-9._-]`` replaced by '_'."""
-    return f"features-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.npy"
-
-
-def _sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
-
-
-def _clean_leftovers(root: Path) -> None:
-    """Remove temporary directories (``.tmp-teacher-<key>-<host>-<pid>-<rand>``) of crashed builds.
-
-    Only those of this host whose process is gone: a concurrent build keeps its own. Temporary
-    directories are never opened as caches, so one left behind elsewhere is merely ignored.
-    """
-    for p in root.glob(f"{_TMP_PREFIX}*"):
-        parts = p.name[len(_TMP_PREFIX):].split("-")
-        if len(parts) != 4 or parts[1] != _host() or not parts[2].isdigit():
-            continue
-        try:
-            os.kill(int(parts[2]), 0)  # signal 0 only checks that the process exists
-        except ProcessLookupError:
-            log.info("removing leftover temporary cache directory %s", p)
-            shutil.rmtree(p, ignore_errors=True)
-        except PermissionError:  # alive, owned by another user
-            pass
-
-
-def _read_json(path: Path, damaged: Callable[[str], CheckpointError]) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise damaged(f"{path.name} is unreadable ({exc})") from exc
-
-
-def _outputs(out: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    if isinstance(out, ModelOutput):
-        return out.logits, out.features
-    if isinstance(out, torch.Tensor):
-        return out, {}
-    raise ConfigError(f"the teacher returned {type(out).__name__}; it must return ModelOutput or logits")
-
-
-def _check_build(teacher: nn.Module, dataset: Sequence[Sample], features: Sequence[str], batch_size: int,
-                 device: torch.device, dtype: str) -> tuple[list[str], dict[str, str], list[str]]:
-    """Validate build arguments before any compute; returns (features, feature files, ids)."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"teacher cache dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    if batch_size < 1:
-        raise ConfigError(f"teacher cache batch_size must be >= 1, got {batch_size}")
-    feats = sorted(set(features))
-    files = {f: feature_filename(f) for f in feats}
-    if len(set(files.values())) != len(files):
-        raise ConfigError(f"teacher cache features {feats} map to the same file names "
-                          f"{sorted(files.values())}; rename the features")
-    ids = [str(dataset[i]["id"]) for i in range(len(dataset))]
-    if not ids:
-        raise DataError("cannot build a teacher cache over an empty dataset; check the data split")
-    seen: set[str] = set()
-    for sid in ids:
-        if sid in seen:
-            raise DataError(f"sample id {sid!r} appears more than once; the teacher cache maps ids to rows, "
-                            "so ids must be unique: fix the manifest's id column")
-        seen.add(sid)
-    param = next(iter(teacher.parameters()), None)
-    if param is not None and param.device.type != device.type:
-        raise ConfigError(f"the teacher is on {param.device} but the cache was asked for device="
-                          f"{str(device)!r}; move the teacher or pass the matching device")
-    return feats, files, ids
-
-
-def _run_teacher(tmp: Path, teacher: nn.Module, loader: DataLoader, n: int, feats: list[str],
-                 files: dict[str, str], *, progress: bool, device: torch.device,
-                 dtype: str) -> dict[str, list[int]]:
-    """Run the teacher over ``loader`` and write its outputs to ``.npy`` files in ``tmp``; returns shapes.
-
-    Rows go straight into memory-mapped ``.npy`` files sized at the first batch, so a split larger
-    than RAM can be cached.
-    """
-    arrays: dict[str, np.memmap] = {}
-    row = 0
-    was_training = teacher.training
-    teacher.eval()
-    try:
-        with torch.inference_mode():
-            for batch in tqdm(loader, desc="teacher cache", leave=False,
-                              disable=not (progress and dist_utils.is_main())):
-                logits, produced = _outputs(teacher(move_batch(batch, device)))
-                outs = {"logits": logits, **{f: produced[f] for f in feats if f in produced}}
-                if not arrays:  # first batch: check names, then size the files
-                    unknown = [f for f in feats if f not in produced]
-                    if unknown:
-                        hints = [difflib.get_close_matches(u, sorted(produced), n=1) for u in unknown]
-                        means = "".join(f" (did you mean '{h[0]}'?)" for h in hints if h)
-                        raise ConfigError(f"teacher feature(s) {unknown} not produced by the teacher{means}; "
-                                          f"available: {', '.join(sorted(produced)) or '(none)'}")
-                    for name, t in outs.items():
-                        if t.ndim != 2:
-                            raise ConfigError(f"teacher output '{name}' has shape {list(t.shape)}; only "
-                                              "[B, D] outputs can be cached")
-                        fname = "logits.npy" if name == "logits" else files[name]
-                        arrays[name] = np.lib.format.open_memmap(tmp / fname, mode="w+", dtype=dtype,
-                                                                 shape=(n, int(t.shape[1])))
-                b = int(logits.shape[0])
-                for name, t in outs.items():
-                    x = t.detach().float().cpu()
-                    if dtype == "float16" and bool((x.abs() > _FLOAT16_MAX).any()):
-                        raise ConfigError(f"teacher output '{name}' exceeds the float16 range (max "
-                                          f"{float(x.abs().max()):.4g}); use dtype='float32'")
-                    if not bool(torch.isfinite(x).all()):
-                        log.warning("teacher output '%s' is not finite in rows %d-%d", name, row, row + b)
-                    arrays[name][row:row + b] = x.numpy()
-                row += b
-    finally:
-        teacher.train(was_training)
-    assert row == n, f"wrote {row} rows for {n} samples"
-    for a in arrays.values():
-        a.flush()
-    return {name: list(a.shape) for name, a in arrays.items()}
-
-
-def _write_meta(tmp: Path, ids: list[str], feats: list[str], files: dict[str, str],
-                shapes: dict[str, list[int]], key: str, ingredients: dict[str, str], dtype: str) -> None:
-    """Write ``ids.json`` and ``meta.json`` (with every file's sha256), all fsynced before the rename."""
-    (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
-    names = ["logits.npy", *files.values(), "ids.json"]
-    for f in names:
-        _fsync(tmp / f)
-    meta = {
-        "format": CACHE_FORMAT, "key": key,
-        "ingredients": {**ingredients, "features": feats, "dtype": dtype},
-        "features": feats, "feature_files": files, "dtype": dtype, "rows": len(ids), "shapes": shapes,
-        "files": {f: {"sha256": _sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in names},
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "mmdistill_version": __version__, "torch_version": torch.__version__,
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    _fsync(tmp / "meta.json")
 
 
 class TeacherCache:
@@ -246,44 +100,7 @@ class TeacherCache:
         directory = cls.directory_for(root, key)
         if not directory.is_dir():
             return None
-
-        def damaged(why: str) -> CheckpointError:
-            return CheckpointError(f"cache {directory} is damaged: {why}; delete it and rerun")
-
-        meta = _read_json(directory / "meta.json", damaged)
-        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
-            raise damaged(f"meta.json is not a '{CACHE_FORMAT}' file")
-        if meta.get("key") != key:
-            raise damaged(f"meta.json holds key {meta.get('key')!r}, expected {key!r}")
-        try:
-            files: dict[str, dict[str, Any]] = meta["files"]
-            names = {"logits": "logits.npy", **{f: meta["feature_files"][f] for f in meta["features"]}}
-            shapes = {n: tuple(meta["shapes"][n]) for n in names}
-            rows, dtype = int(meta["rows"]), np.dtype(meta["dtype"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise damaged(f"meta.json lacks or mangles an entry ({exc!r})") from exc
-        for fname, info in files.items():
-            path = directory / fname
-            if not path.is_file():
-                raise damaged(f"{fname} is missing")
-            if verify and _sha256_file(path) != info.get("sha256"):
-                raise damaged(f"{fname} does not match its sha256 checksum in meta.json")
-        arrays: dict[str, np.ndarray] = {}
-        for name, fname in names.items():
-            if fname not in files:
-                raise damaged(f"meta.json has no checksum for {fname}")
-            try:
-                arr = np.load(directory / fname, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise damaged(f"{fname} is not a plain numeric .npy array ({exc})") from exc
-            if arr.shape != shapes[name] or arr.dtype != dtype or arr.ndim != 2 or arr.shape[0] != rows:
-                raise damaged(f"{fname} holds {arr.dtype}{list(arr.shape)}, meta.json says "
-                              f"{dtype}{list(shapes[name])} with {rows} rows")
-            arrays[name] = arr
-        ids = _read_json(directory / "ids.json", damaged)
-        if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)
-                and len(ids) == len(set(ids)) == rows):
-            raise damaged(f"ids.json must be a list of {rows} distinct strings")
+        meta, ids, arrays = read_cache_dir(directory, key, verify=verify)
         return cls(directory, meta, ids, arrays)
 
     @classmethod
@@ -332,62 +149,98 @@ class TeacherCache:
         """
         root = Path(root)
         teacher_fp, data_fp = model_fingerprint(teacher), dataset_fingerprint(dataset, extra=extra)
-        ingredients = {"teacher": teacher_fp, "data": data_fp}
-        key = cache_key(teacher_fp, data_fp, features, dtype=dtype)
-        keys = dist_utils.all_gather_object(key)
-        if len(set(keys)) > 1:
-            raise ConfigError(f"ranks computed different teacher-cache keys {[k[:16] for k in keys]}: every "
-                              "rank must load the same teacher weights and the same full data split")
-        cache: TeacherCache | None = None
-        if dist_utils.is_main():
-            try:
-                cache = cls._open_or_create(root, teacher, dataset, key, ingredients, features=features,
-                                            dtype=dtype, batch_size=batch_size, progress=progress,
-                                            device=device)
-            except Exception as exc:
-                # Tell the waiting ranks before re-raising, so they fail too instead of hanging.
-                dist_utils.broadcast_object(f"{type(exc).__name__}: {exc}")
-                raise
-        error: str | None = dist_utils.broadcast_object(None)  # also the barrier: rank 0 has finished
-        if error is not None:
-            raise CheckpointError(f"rank 0 failed to build the teacher cache: {error}")
-        if cache is None and (cache := cls.open(root, key)) is None:
-            raise CheckpointError(f"rank 0 built the teacher cache, but {cls.directory_for(root, key)} is "
-                                  "not visible here; put the run directory on a filesystem all ranks see")
-        return cache
+        return cls._shared(root, cache_key(teacher_fp, data_fp, features, dtype=dtype),
+                           lambda key: cls._open_or_create(
+                               root, teacher, dataset, key, {"teacher": teacher_fp, "data": data_fp},
+                               features=features, dtype=dtype, batch_size=batch_size, progress=progress,
+                               device=device))
+
+    @classmethod
+    def get_or_build_from(cls, root: Path, fn: Callable[[Sequence[Any]], Any], items: Sequence[Any], *,
+                          ids: Sequence[str], teacher_fp: str, data_fp: str, features: Sequence[str] = (),
+                          logits: bool = True, batch_size: int = 256, progress: bool = True,
+                          dtype: str = "float32") -> TeacherCache:
+        """Open or build a cache of ``fn``'s outputs over ``items`` (any objects, e.g. raw records).
+
+        The generic twin of :meth:`get_or_build` for teachers that are not an ``nn.Module`` over
+        collated sample batches: a pretrained teacher reading raw records through its own
+        preprocessing, an ONNX model, or a frozen encoder whose embeddings are stored once
+        (``logits=False``). The caller fingerprints what ``fn`` computes (``teacher_fp``: weights
+        and preprocessing) and the items (``data_fp``); the key is :func:`cache_key` of the two.
+        Ranks behave as in :meth:`get_or_build`.
+
+        Args:
+            root: the cache root, created if needed.
+            fn: called with consecutive chunks of at most ``batch_size`` items (under
+                ``torch.inference_mode``); returns ``ModelOutput``, a logits tensor, or a mapping of
+                names to ``[B, D]`` tensors (``"logits"`` among them when ``logits``).
+            items: what ``fn`` reads, in a fixed order; ids: one unique id per item (row ids).
+            teacher_fp / data_fp: fingerprints of ``fn`` and of ``items``.
+            features: names of ``fn``'s outputs to store; logits: store ``"logits"`` too.
+            batch_size, progress, dtype: as in :meth:`build`.
+
+        Raises:
+            ConfigError: no outputs asked for, unknown feature, wrong row count, bad dtype or batch size.
+            DataError: no items, repeated or missing ids.
+        """
+        root = Path(root)
+        ids = [str(i) for i in ids]
+        if len(ids) != len(items):
+            raise DataError(f"get_or_build_from got {len(ids)} ids for {len(items)} items; give one id each")
+        if not logits and not features:
+            raise ConfigError("a cache without logits needs at least one feature name to store")
+
+        def write(tmp: Path, feats: list[str], files: dict[str, str], n: int) -> dict[str, list[int]]:
+            bar = tqdm(range(0, n, batch_size), desc="teacher cache", leave=False,
+                       disable=not (progress and dist_utils.is_main()))
+            with torch.inference_mode():
+                results = (fn([items[i] for i in range(s, min(s + batch_size, n))]) for s in bar)
+                return _write_outputs(tmp, results, n, feats, files, dtype, logits=logits)
+
+        def create(key: str) -> TeacherCache:
+            ingredients = {"teacher": teacher_fp, "data": data_fp}
+            return cls._create(root, key, ingredients, lambda: ids, features, write, batch_size=batch_size,
+                               dtype=dtype)
+
+        return cls._shared(root, cache_key(teacher_fp, data_fp, features, dtype=dtype, logits=logits), create)
+
+    @classmethod
+    def _shared(cls, root: Path, key: str, create: Callable[[str], TeacherCache]) -> TeacherCache:
+        """``create(key)`` on rank 0 while the other ranks wait, then every rank opens the result."""
+        return on_rank0_then_all(key, create, lambda: cls.open(root, key), cls.directory_for(root, key))
 
     @classmethod
     def _open_or_create(cls, root: Path, teacher: nn.Module, dataset: Sequence[Sample], key: str,
                         ingredients: dict[str, str], *, features: Sequence[str], batch_size: int,
                         progress: bool, device: str | torch.device, dtype: str) -> TeacherCache:
+        def write(tmp: Path, feats: list[str], files: dict[str, str], n: int) -> dict[str, list[int]]:
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)  # type: ignore
+            return _run_teacher(tmp, teacher, loader, n, feats, files, progress=progress,
+                                device=torch.device(device), dtype=dtype)
+
+        def ids() -> list[str]:
+            return _check_build(teacher, dataset, features, batch_size, torch.device(device), dtype)[2]
+
+        return cls._create(root, key, ingredients, ids, features, write, batch_size=batch_size, dtype=dtype)
+
+    @classmethod
+    def _create(cls, root: Path, key: str, ingredients: dict[str, str], row_ids: Callable[[], list[str]],
+                features: Sequence[str], write: Callable[..., dict[str, list[int]]], *, batch_size: int,
+                dtype: str) -> TeacherCache:
+        """Open the cache with ``key``, else check ``row_ids()`` and the options, ``write(tmp, features,
+        files, rows)`` into a temporary directory and rename it into place."""
         existing = cls.open(root, key)
         if existing is not None:
             log.info("teacher cache hit: %s (%d rows)", existing.directory, len(existing))
             return existing
-        log.info("teacher cache miss: building %s", cls.directory_for(root, key))
-        feats, files, ids = _check_build(teacher, dataset, features, batch_size, torch.device(device), dtype)
-        root.mkdir(parents=True, exist_ok=True)
-        _clean_leftovers(root)
-        tmp = root / f"{_TMP_PREFIX}{key[:16]}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        ids = _check_ids(row_ids())
+        feats, files = _check_options(features, batch_size, dtype)
         final = cls.directory_for(root, key)
-        try:
-            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)  # type: ignore
-            shapes = _run_teacher(tmp, teacher, loader, len(ids), feats, files, progress=progress,
-                                  device=torch.device(device), dtype=dtype)
-            _write_meta(tmp, ids, feats, files, shapes, key, ingredients, dtype)
-            try:
-                os.replace(tmp, final)
-            except OSError:
-                # Another process finished the same cache first: keep theirs if it is valid.
-                theirs = cls.open(root, key)
-                if theirs is None:
-                    raise
-                log.info("teacher cache %s was built concurrently; using that one", final)
-                return theirs
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        log.info("teacher cache miss: building %s", final)
+        theirs = write_into_place(root, key, final, ingredients, ids, feats, files, write, dtype,
+                                  concurrent=lambda: cls.open(root, key))
+        if theirs is not None:
+            return theirs
         log.info("teacher cache written: %s (%d rows, %s)", final, len(ids), dtype)
         return cls.open(root, key)  # type: ignore[return-value]  # just written, so not None
 

@@ -21,6 +21,7 @@ from mmdistill.data.transforms.audio import LogMel
 from mmdistill.data.transforms.image import ImageTransform
 from mmdistill.data.transforms.text import TextTokenizer
 from mmdistill.errors import DataError
+from mmdistill.teachers.spec import teacher_kind
 from mmdistill.training.distributed import barrier, is_main
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class DataBundle:
         vocab_size: tokenizer vocabulary size (0 when the data has no text modality).
         skipped: manifest rows skipped under ``on_error: skip`` (row, id, reason).
         source: human-readable description of where the data came from.
+        raw: split → the raw records (same order as ``splits``), kept only when the teacher reads
+            raw records with its own preprocessing (``teacher.pretrained`` / ``teacher.external``;
+            see :mod:`mmdistill.recipes.teacher`); None otherwise, so ordinary runs free them.
     """
 
     splits: dict[str, SampleDataset]
@@ -48,6 +52,7 @@ class DataBundle:
     vocab_size: int
     skipped: list[dict] = field(default_factory=list)
     source: str = ""
+    raw: dict[str, list[RawSample]] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -148,6 +153,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> DataBundle:
     pre = preprocessor_from_config(cfg, tokenizer)
     show = cfg.logging.progress and not cfg.logging.quiet
     splits: dict[str, SampleDataset] = {}
+    raw: dict[str, list[RawSample]] = {}
     for split in SPLITS:
         raws = [r for r in records if r.split == split]
         if not raws:
@@ -156,6 +162,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> DataBundle:
                 "(set the 'split' column of the manifest)"
             )
         splits[split] = SampleDataset(pre.process_all(raws, desc=f"preprocess {split}", progress=show))
+        raw[split] = raws
     if skipped:
         log.warning("skipped %d bad row(s) of %s under data.on_error=skip (listed in %s)",
                     len(skipped), source, DATA_REPORT_FILE)
@@ -166,6 +173,7 @@ def prepare_data(cfg: Config, run_dir: Path) -> DataBundle:
         vocab_size=tokenizer.vocab_size if tokenizer is not None else 0,
         skipped=skipped,
         source=source,
+        raw=raw if teacher_kind(cfg) != "mmdistill" else None,
     )
     report = {
         "source": source,

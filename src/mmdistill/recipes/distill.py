@@ -3,19 +3,23 @@
 Reads top to bottom: teachers (loaded from the run directory, checked against the data) → student
 (same spec builder as the scratch student) → strategy → teacher caches → loaders → fit → save to
 ``students/<variant>/``, which evaluation reports as ``student-<variant>``.
+
+A teacher that reads raw records (frozen pretrained encoders + a trained head, or an external
+model: :mod:`mmdistill.recipes.teacher`) is always read from its cache, built over the training
+split's raw records with the teacher's own preprocessing.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from mmdistill.config.distill_checks import teacher_modalities, variant_model_config, variant_teachers
+from mmdistill.config.distill_checks import variant_model_config, variant_teachers
 from mmdistill.config.schema import Config, DistillStudentConfig
 from mmdistill.data.batch import PRIMARY_TASK
 from mmdistill.data.loaders import make_loader
@@ -23,10 +27,19 @@ from mmdistill.distill.cache import TeacherCache
 from mmdistill.distill.strategies import DistillStrategy, build_strategy, distill_step
 from mmdistill.errors import CheckpointError
 from mmdistill.models.builders import build_model
-from mmdistill.models.checkpoint import read_model_json, save_model
+from mmdistill.models.checkpoint import save_model
 from mmdistill.models.multimodal import MultimodalModel
-from mmdistill.recipes.data import TOKENIZER_FILE, DataBundle
-from mmdistill.recipes.train import TrainedModel, checkpoint_extra, load_trained, spec_for
+from mmdistill.recipes.data import DataBundle
+from mmdistill.recipes.run_teachers import (  # re-exported: the distill stage's public API
+    adopt_teacher_tokenizer,
+    check_distill_inputs,
+    check_teacher,
+    load_teachers,
+    teacher_directory,
+    teacher_keys,
+)
+from mmdistill.recipes.teacher import CACHE_DIR, raw_records
+from mmdistill.recipes.train import TrainedModel, checkpoint_extra, spec_for
 from mmdistill.training.distributed import get_dist_info, is_main
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.loop import fit
@@ -36,125 +49,9 @@ from mmdistill.training.runtime import seed_everything
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = "cache"
-
-
-def teacher_directory(run_dir: Path, name: str) -> Path:
-    """Where the run model ``name`` (``teacher`` or ``baseline-<m>``) is saved."""
-    if name.startswith("baseline-"):
-        return run_dir / "baselines" / name.removeprefix("baseline-")
-    return run_dir / "teacher"
-
-
-def adopt_teacher_tokenizer(checkpoint: Path, run_dir: Path) -> None:
-    """Copy the tokenizer a loaded teacher was trained with into ``run_dir`` (if the run has none).
-
-    A teacher's text encoder only understands the token ids of its own tokenizer, which
-    :func:`~mmdistill.recipes.train.checkpoint_extra` names in ``model.json`` and which sits in the
-    teacher's run folder (the checkpoint's parent). Without this, the data stage would train a new
-    tokenizer with different ids.
-
-    Raises:
-        CheckpointError: the run already holds a different tokenizer.
-    """
-    meta = read_model_json(checkpoint)
-    name = (meta.get("extra") or {}).get("tokenizer")
-    if not name or "text" not in meta["spec"].get("modalities", []):
-        return
-    source = next((d / name for d in (checkpoint, checkpoint.parent) if (d / name).is_file()), None)
-    target = run_dir / TOKENIZER_FILE
-    if source is None:
-        log.warning("teacher %s names tokenizer %s but it is not next to it; the run trains its own",
-                    checkpoint, name)
-        return
-    if target.exists():
-        if target.read_bytes() != source.read_bytes():
-            raise CheckpointError(
-                f"{target}: this run's tokenizer differs from the one teacher {checkpoint} was trained with "
-                f"({source}); use a new run folder, or delete {target} so the teacher's is copied"
-            )
-        return
-    if is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        log.info("tokenizer: using the teacher's (%s)", source)
-
-
-def check_teacher(model: MultimodalModel, name: str, data: DataBundle, cfg: Config, *, source: str) -> None:
-    """Fail before training when a teacher does not fit the data or the config.
-
-    Raises:
-        CheckpointError: class count, modalities or text vocabulary differ, naming ``source`` and the fix.
-    """
-    problems = []
-    if model.num_classes != data.num_classes:
-        problems.append(f"it predicts {model.num_classes} classes but the data has {data.num_classes} "
-                        f"({', '.join(data.classes[:5])}{', ...' if data.num_classes > 5 else ''})")
-    configured = teacher_modalities(cfg, name)
-    if sorted(model.modalities) != sorted(configured):
-        key = "teacher.modalities" if name == "teacher" else "data.modalities"
-        problems.append(f"it reads {'+'.join(model.modalities)} but the config says {'+'.join(configured)} "
-                        f"({key}); set {key} to match the checkpoint")
-    text = (model.spec or {}).get("encoders", {}).get("text", {}).get("kwargs", {})
-    if "vocab_size" in text and data.vocab_size and int(text["vocab_size"]) != data.vocab_size:
-        problems.append(f"its text encoder has a vocabulary of {text['vocab_size']} tokens but the run's "
-                        f"tokenizer has {data.vocab_size}; distill in the teacher's run folder (it holds "
-                        "its tokenizer.json)")
-    if problems:
-        raise CheckpointError(f"{source}: teacher '{name}' does not match this run: {'; '.join(problems)}; "
-                              "or point to a teacher trained on this data")
-
-
-def teacher_keys(cfg: Config) -> dict[str, str]:
-    """Teacher name → the config key that asks for it (first variant wins), for error messages."""
-    keys: dict[str, str] = {}
-    for name, v in cfg.distill.students.items():
-        key = f"distill.students.{name}.teachers" if v.teachers is not None else "distill.teachers"
-        for t in variant_teachers(cfg, v):
-            keys.setdefault(t, key)
-    return keys
-
-
-def _missing_teacher(name: str, directory: Path, key: str) -> CheckpointError:
-    stage = "teacher" if name == "teacher" else "baselines"
-    return CheckpointError(
-        f"{key}: '{name}' has no checkpoint at {directory}; add '{stage}' to stages (before distill) or "
-        f"train it into this run folder first, or remove '{name}' from the teachers"
-    )
-
-
-def check_distill_inputs(cfg: Config, run_dir: Path) -> None:
-    """Before any stage runs: every teacher the students need is trained by this run or already saved.
-
-    Raises:
-        CheckpointError: a teacher will not exist when the distill stage starts.
-    """
-    if "distill" not in cfg.stages:
-        return
-    for name, key in teacher_keys(cfg).items():
-        if name == "teacher":
-            scheduled = "teacher" in cfg.stages
-        else:
-            scheduled = "baselines" in cfg.stages and cfg.baselines.unimodal
-        directory = teacher_directory(run_dir, name)
-        if not scheduled and not (directory / "model.json").is_file():
-            raise _missing_teacher(name, directory, key)
-
-
-def load_teachers(
-    names: list[str], run_dir: Path, data: DataBundle, cfg: Config
-) -> dict[str, MultimodalModel]:
-    """Load and check the run models ``names`` (frozen, eval mode) from ``run_dir``."""
-    teachers: dict[str, MultimodalModel] = {}
-    keys = teacher_keys(cfg)
-    for name in names:
-        directory = teacher_directory(run_dir, name)
-        if not (directory / "model.json").is_file():
-            raise _missing_teacher(name, directory, keys.get(name, "distill.teachers"))
-        model = load_trained(directory).model
-        check_teacher(model, name, data, cfg, source=str(directory))
-        teachers[name] = model.requires_grad_(False).eval()
-    return teachers
+__all__ = ["CACHE_DIR", "adopt_teacher_tokenizer", "attach_teacher_caches", "check_distill_inputs",
+           "check_teacher", "distill_student", "load_teachers", "run_distill_stage", "teacher_directory",
+           "teacher_keys"]
 
 
 def _device(cfg: Config) -> torch.device:
@@ -173,13 +70,22 @@ def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Conf
         return
     caches = {}
     preprocessing = cfg.data.model_dump(mode="json", include={"image", "audio", "text"})
+    show = cfg.logging.progress and not cfg.logging.quiet
     for name, features in strategy.required_features().items():
-        teacher = strategy.teachers[name].to(device)
+        teacher = strategy.teachers[name]
+        if hasattr(teacher, "forward_raw"):  # its own preprocessing: keyed by the raw records, by id
+            from mmdistill.teachers import teacher_cache
+
+            cache = teacher_cache(run_dir / CACHE_DIR, teacher, raw_records(data, "train"),  # type: ignore[arg-type]
+                                  features=features, batch_size=cfg.data.eval_batch_size, progress=show)
+            log.info("teacher outputs: cache %s (%s, raw records)", cache.directory, name)
+            caches[name] = cache
+            continue
+        teacher = teacher.to(device)
         cache = TeacherCache.get_or_build(
             run_dir / CACHE_DIR, teacher, data.splits["train"], features=features,
             extra={"split": "train", "preprocessing": preprocessing},
-            batch_size=cfg.data.eval_batch_size, progress=cfg.logging.progress and not cfg.logging.quiet,
-            device=device,
+            batch_size=cfg.data.eval_batch_size, progress=show, device=device,
         )
         log.info("teacher outputs: cache %s (%s)", cache.directory, name)
         caches[name] = cache
@@ -193,7 +99,7 @@ def distill_student(
     cfg: Config,
     run_dir: Path,
     *,
-    teachers: dict[str, MultimodalModel],
+    teachers: dict[str, nn.Module],
     logger: MetricsLogger,
     seed: int,
     init: MultimodalModel | None = None,

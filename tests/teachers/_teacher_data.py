@@ -1,0 +1,30 @@
+"""Tiny raw records for the teacher tests (imported as ``from _teacher_data import make_records``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmdistill.data.records import RawSample
+
+WORDS = ["zero", "one", "two", "three"]
+
+
+def make_records(n: int = 12, *, seed: int = 0, rate: int = 16000, absent: bool = True) -> list[RawSample]:
+    """``n`` records of 4 classes: a 12x12 image, a phrase, a 0.2-0.45 s tone (pitch = class).
+
+    With ``absent``, record 1 has no audio, record 2 no text and record 3 no image.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        label = i % 4
+        t = np.arange(int(rate * (0.2 + 0.05 * (i % 6)))) / rate
+        audio = (0.3 * np.sin(2 * np.pi * (300 + 150 * label) * t) + 0.01 * rng.standard_normal(t.size))
+        image = rng.integers(0, 60, (12, 12)).astype(np.uint8)
+        image[label * 3:label * 3 + 3, :] = 250
+        out.append(RawSample(
+            id=f"r{i:03d}", label=label, split="train", image=None if absent and i == 3 else image,
+            text=None if absent and i == 2 else f"the number {WORDS[label]}",
+            audio=None if absent and i == 1 else audio.astype(np.float32), sample_rate=rate,
+        ))
+    return out
