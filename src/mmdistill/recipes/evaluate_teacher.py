@@ -124,10 +124,19 @@ def teacher_size(teacher: Teacher, directory: Path) -> dict[str, Any]:
     """Parameters and bytes of the whole teacher and of each part (encoders, head)."""
     if isinstance(teacher, FrozenEncodersTeacher):
         plan = teacher.plan
-        parts = {f"{m}: {plan.specs[m].name}": part_size(enc) for m, enc in plan.encoders.items()}
-        parts["head (trained)"] = {"parameters": count_parameters(teacher.head),
-                                   "bytes": bytes_on_disk(directory / HEAD_DIR / "model.safetensors"),
-                                   "runtime": "torch"}
+        parts = {f"{m}: {plan.specs[m].name}": part_size(plan.encoders[m]) for m in plan.stored}
+        # A fine-tuned encoder is part of the head model (its weights are in the head's file): its
+        # part is counted there once, and taken out of the head's row.
+        inside = {m: teacher.head.encoders[m] for m in plan.finetuned}
+        for m, enc in inside.items():
+            parts[f"{m}: {plan.specs[m].name} (fine-tuned)"] = {
+                "parameters": count_parameters(enc),
+                "bytes": sum(p.numel() * p.element_size() for p in enc.parameters()), "runtime": "torch"}
+        tuned = [p for k, p in parts.items() if k.endswith("(fine-tuned)")]
+        head_file = bytes_on_disk(directory / HEAD_DIR / "model.safetensors")
+        parts["head (trained)"] = {
+            "parameters": count_parameters(teacher.head) - sum(p["parameters"] for p in tuned),
+            "bytes": max(0, head_file - sum(p["bytes"] for p in tuned)), "runtime": "torch"}
     else:
         parts = {"model": part_size(teacher)}
     known = [p for p in parts.values() if p["parameters"] is not None]

@@ -9,7 +9,6 @@ fails before training with the file and the fix.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from torch import nn
@@ -17,6 +16,7 @@ from torch import nn
 from mmdistill.config.distill_checks import teacher_modalities, variant_teachers
 from mmdistill.config.schema import Config
 from mmdistill.errors import CheckpointError
+from mmdistill.io_atomic import atomic_write_bytes
 from mmdistill.models.checkpoint import read_model_json
 from mmdistill.recipes.data import TOKENIZER_FILE, DataBundle
 from mmdistill.recipes.teacher import load_run_teacher, raw_teacher_saved
@@ -64,7 +64,7 @@ def adopt_teacher_tokenizer(checkpoint: Path, run_dir: Path) -> None:
         return
     if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        atomic_write_bytes(target, source.read_bytes())  # a torn tokenizer.json would be trusted
         log.info("tokenizer: using the teacher's (%s)", source)
 
 

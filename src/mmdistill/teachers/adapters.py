@@ -19,7 +19,7 @@ from mmdistill.errors import ConfigError
 from mmdistill.models.multimodal import MultimodalModel
 from mmdistill.models.outputs import ModelOutput
 from mmdistill.teachers.base import RawBatch, as_model_output, frozen_, reject_batch
-from mmdistill.teachers.encoders import load_weights_
+from mmdistill.teachers.encoders import build_module, load_weights_
 from mmdistill.teachers.fingerprint import combine, settings_fingerprint
 from mmdistill.teachers.preprocess import PreprocessSpec, checkpoint_preprocessing
 from mmdistill.teachers.registry import TORCH_MODULES
@@ -117,10 +117,7 @@ def torch_teacher(module: str, preprocessing: PreprocessSpec, *, path: str | Pat
         CheckpointError: the weights file is missing, a pickle, or does not fit the class.
     """
     cls = TORCH_MODULES.get(module, key="teacher.external.module")
-    try:
-        net = cls(**(kwargs or {}))
-    except TypeError as exc:
-        raise ConfigError(f"teacher.external.kwargs: cannot build teacher module '{module}' ({exc})") from exc
+    net = build_module(cls, kwargs, key="teacher.external.kwargs", name=module)  # seeded: see build_module
     if path:
         load_weights_(net, path)
     return TorchTeacher(net, preprocessing, num_classes=num_classes,

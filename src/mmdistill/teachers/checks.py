@@ -54,6 +54,25 @@ def _pretrained_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def external_kwargs_problems(kind: str, kwargs: dict) -> list[str]:
+    """Unknown ``teacher.external.kwargs`` of a ``huggingface`` / ``onnx`` teacher (its class's
+    keyword-only arguments decide; a ``torch`` module's constructor checks its own)."""
+    import inspect
+
+    from mmdistill.config.validation import suggest
+
+    if kind == "torch":
+        return []
+    if kind == "huggingface":
+        from mmdistill.teachers.huggingface import HFClassifierTeacher as cls
+    else:
+        from mmdistill.teachers.onnx import OnnxTeacher as cls
+    accepted = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("inputs", "logits", "features")]
+    return [f"teacher.external.kwargs.{k}: kind '{kind}' takes no argument '{k}'"
+            f"{suggest(k, accepted, 'accepted')}" for k in kwargs if k not in accepted]
+
+
 def _external_problems(cfg: Config) -> list[str]:
     from mmdistill.config.validation import show, suggest
 
@@ -72,6 +91,7 @@ def _external_problems(cfg: Config) -> list[str]:
                             "registers it in plugins")
     elif ext.module is not None:
         problems.append(f"{key}.module: only used with kind 'torch', got {show(ext.module)}; remove it")
+    problems += external_kwargs_problems(ext.kind, ext.kwargs)
     if ext.inputs is not None and ext.kind != "onnx":
         problems.append(f"{key}.inputs: only used with kind 'onnx'; remove it")
     if ext.path is None:

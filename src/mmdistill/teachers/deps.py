@@ -39,11 +39,19 @@ def require(module: str, purpose: str) -> ModuleType:
     Args:
         module: an importable name listed in :data:`EXTRAS`.
         purpose: what needs it, for the message (``"the 'minilm' text encoder"``).
+
+    Raises:
+        MissingDependencyError: ``module`` is not installed, or importing it raises ImportError
+            (a broken install: the message quotes the import error).
     """
     package, extra = EXTRAS[module]
     if not available(module):
         raise MissingDependencyError(package, extra, purpose)
-    return importlib.import_module(module)
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # installed but broken (a dependency of it is missing or mismatched)
+        purpose = f"{purpose} (importing '{module}' failed: {exc})"
+        raise MissingDependencyError(package, extra, purpose) from exc
 
 
 def offline() -> None:

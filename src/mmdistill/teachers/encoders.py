@@ -59,6 +59,24 @@ def load_weights_(module: nn.Module, path: str | Path) -> nn.Module:
     return module
 
 
+def build_module(cls: type[nn.Module], kwargs: dict[str, Any] | None, *, key: str, name: str) -> nn.Module:
+    """``cls(**kwargs)`` under a fixed seed (the global RNG is left as it was).
+
+    A module built without a weights file keeps its initial weights, and the run rebuilds it in
+    every later stage; the fixed seed makes those rebuilds the same module, so its fingerprint
+    (what keys the embedding store and the teacher cache) does not change between stages.
+
+    Raises:
+        ConfigError: the constructor rejects ``kwargs``, naming ``key``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            return cls(**(kwargs or {}))
+        except TypeError as exc:
+            raise ConfigError(f"{key}: cannot build teacher module '{name}' ({exc})") from exc
+
+
 def collate_inputs(xs: Sequence[torch.Tensor], modality: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Stack/pad one modality's per-record tensors as :func:`~mmdistill.data.collate.collate` does.
 
@@ -175,10 +193,7 @@ def torch_encoder(*, modality: str, path: str | None, preprocessing: PreprocessS
         raise ConfigError(f"teacher.preprocessing.{modality}: encoder 'torch' reads mmdistill-preprocessed "
                           f"{modality}; declare its settings there")
     cls = TORCH_MODULES.get(module, key=f"{key}.kwargs.module")
-    try:
-        net = cls(**(kwargs or {}))
-    except TypeError as exc:
-        raise ConfigError(f"{key}.kwargs.kwargs: cannot build {module} ({exc})") from exc
+    net = build_module(cls, kwargs, key=f"{key}.kwargs.kwargs", name=module)
     if path:
         load_weights_(net, path)
     return ModuleEncoder(modality, net, preprocessing, out_dim=out_dim,

@@ -170,6 +170,8 @@ def teacher_samples(records: RawBatch, plan: TeacherPlan,
                 samples[i][m] = emb[j]
     for m in plan.finetuned:
         rows = present_rows(records, m)
+        if not rows:  # e.g. the evaluate stage's modality subsets hide m in every record
+            continue
         for i, x in zip(rows, plan.encoders[m].preprocess([records[i] for i in rows]), strict=True):
             samples[i][m] = x
     if plan.trained:
@@ -214,8 +216,16 @@ class FrozenEncodersTeacher(nn.Module):
         return combine(model_fingerprint(self.head), self.plan.fingerprint())
 
     def forward_raw(self, records: RawBatch) -> ModelOutput:
-        """Logits ``[B, K]`` and features of the head model on :func:`teacher_samples` of ``records``."""
-        return self.head(collate(teacher_samples(records, self.plan, self.stores)))
+        """Logits ``[B, K]`` and features of the head model on :func:`teacher_samples` of ``records``
+        (made on the CPU, moved to the head's device as :class:`~mmdistill.teachers.adapters.TorchTeacher`
+        does)."""
+        batch = collate(teacher_samples(records, self.plan, self.stores))
+        param = next(self.head.parameters(), None)
+        if param is not None and param.device.type != "cpu":
+            from mmdistill.data.batch import move_batch
+
+            batch = move_batch(batch, param.device)
+        return self.head(batch)
 
     def forward(self, records: RawBatch) -> ModelOutput:
         reject_batch(records, "frozen_encoders")

@@ -104,6 +104,14 @@ def unfreeze_last_layers_(module: nn.Module, n: int, *, source: str = "encoder")
     return [b for b in blocks if id(b) not in keep]
 
 
+def frozen_subtrees(module: nn.Module) -> list[nn.Module]:
+    """The largest submodules of ``module`` that hold parameters, none of them trainable."""
+    params = list(module.parameters())
+    if params and not any(p.requires_grad for p in params):
+        return [module]
+    return [part for child in module.children() for part in frozen_subtrees(child)]
+
+
 class FinetuneEncoder(nn.Module):
     """A pretrained encoder run online inside the teacher, its last ``finetune_layers`` trainable.
 
@@ -133,15 +141,16 @@ class FinetuneEncoder(nn.Module):
         self.modality = modality
         self.inner = pre.module()
         self.out_dim = int(pre.out_dim)
-        self._frozen = unfreeze_last_layers_(self.inner, int(finetune_layers),
-                                             source=f"teacher.pretrained.{modality}")
+        unfreeze_last_layers_(self.inner, int(finetune_layers), source=f"teacher.pretrained.{modality}")
+        self._frozen = frozen_subtrees(self.inner)
 
     def train(self, mode: bool = True) -> FinetuneEncoder:
-        """Train mode for the trainable layers; frozen layers stay in eval (no dropout), so they
-        compute exactly what the embedding store would."""
+        """Train mode for the trainable layers; every frozen part (the frozen blocks and what feeds
+        them, e.g. a BERT's embeddings) stays in eval (no dropout), so it computes exactly what the
+        frozen encoder computes."""
         super().train(mode)
-        for block in self._frozen:
-            block.eval()
+        for part in self._frozen:
+            part.eval()
         return self
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:

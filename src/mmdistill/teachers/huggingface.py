@@ -137,6 +137,8 @@ class HFTextEncoder:
 
     def preprocess(self, records: RawBatch) -> list[torch.Tensor]:
         """The model's own token ids per record (with its special tokens), truncated to max_length."""
+        if not records:  # the tokenizer fails on an empty batch
+            return []
         enc = self.tokenizer([r.text or "" for r in records], truncation=True, max_length=self.max_length)
         return [torch.tensor(ids, dtype=torch.long) for ids in enc["input_ids"]]
 
@@ -217,7 +219,7 @@ class HFClassifierTeacher(nn.Module):
     def forward_raw(self, records: RawBatch) -> ModelOutput:
         """Logits ``[B, K]`` and ``"text.pooled"`` ``[B, H]``."""
         enc = self.tokenizer([r.text or "" for r in records], truncation=True, max_length=self.max_length,
-                             padding=True, return_tensors="pt")
+                             padding=True, return_tensors="pt").to(self.model.device)
         out = self.model(**enc, output_hidden_states=True)
         pooled = masked_mean(out.hidden_states[-1], enc["attention_mask"].bool())
         return ModelOutput(logits=out.logits, features={"text.pooled": pooled})

@@ -133,7 +133,16 @@ def build_external_teacher(cfg: Config, preprocessing: PreprocessSpec) -> Teache
 
 
 def build_external(ext: ExternalTeacherConfig, preprocessing: PreprocessSpec) -> Teacher:
-    """A raw-record teacher from one ``teacher.external`` section (also as saved in a run folder)."""
+    """A raw-record teacher from one ``teacher.external`` section (also as saved in a run folder).
+
+    Raises:
+        ConfigError: unknown ``kwargs`` of a ``huggingface`` / ``onnx`` teacher (with the accepted names).
+    """
+    from mmdistill.teachers.checks import external_kwargs_problems
+
+    problems = external_kwargs_problems(ext.kind, ext.kwargs)
+    if problems:
+        raise ConfigError(problems)
     if ext.kind == "torch":
         from mmdistill.teachers.adapters import torch_teacher
 
