@@ -29,8 +29,8 @@ def test_every_problem_is_printed_and_exit_is_2(tmp_path: Path) -> None:
     assert lines[1:] == [
         "  - data.modalities[1]: must be one of 'image', 'text' or 'audio', got 'video'",
         "  - data.batchsize: unknown key; did you mean 'batch_size'? valid keys: source, manifest, "
-        "allow_outside_root, on_error, modalities, classes, tasks, task_weights, limit, batch_size, "
-        "eval_batch_size, num_workers, image, audio, text",
+        "shards, stream, allow_outside_root, on_error, modalities, classes, tasks, task_weights, limit, "
+        "batch_size, eval_batch_size, num_workers, image, audio, text",
         "  - teacher.train.lr: must be > 0, got -1",
         "  - eval.latency_threads: must be > 0, got 0",
     ]

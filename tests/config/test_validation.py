@@ -32,8 +32,8 @@ def test_every_schema_problem_is_reported_at_once() -> None:
         "device: must be one of 'cpu', 'cuda' or 'auto', got 'gpu'",
         "data.modalities: lists image more than once; list each modality once, got ['image', 'image']",
         "data.limit: must be a whole number, got 2.5",
-        "data.batchsize: unknown key; did you mean 'batch_size'? valid keys: source, manifest, "
-        "allow_outside_root, on_error, modalities, classes, tasks, task_weights, limit, batch_size, "
+        "data.batchsize: unknown key; did you mean 'batch_size'? valid keys: source, manifest, shards, "
+        "stream, allow_outside_root, on_error, modalities, classes, tasks, task_weights, limit, batch_size, "
         "eval_batch_size, num_workers, image, audio, text",
         "teacher.train.epochs: must be an integer, got 'many'",
         "teacher.train.lr: must be > 0, got -1",

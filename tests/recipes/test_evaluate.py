@@ -123,13 +123,13 @@ def test_evaluate_run_shows_a_progress_bar(tmp_path: Path, capsys: pytest.Captur
                             "eval": {"latency": False}, "logging": {"progress": True}})
     capsys.readouterr()
     (row,) = evaluate_run(tmp_path, _data(), cfg)
-    assert "evaluate" in capsys.readouterr().err
+    assert "evaluate:" in capsys.readouterr().err  # the bar ("evaluate: 100%|...", not a log line)
     assert "latency_runtime" not in row and "alignment" not in json.loads(
         (tmp_path / "eval" / "baseline-text.json").read_text())  # no teacher in this run
     quiet = config_from_dict({"data": {"audio": {"n_mels": 8}}, "eval": {"latency": False},
                               "logging": {"progress": True, "quiet": True}})
     evaluate_run(tmp_path, _data(), quiet)
-    assert "evaluate" not in capsys.readouterr().err
+    assert "evaluate:" not in capsys.readouterr().err
 
 
 def test_summary_rows_and_table() -> None:

@@ -85,6 +85,20 @@ def test_verify_reports_meet_the_thresholds_and_match_onnx_runtime(exported) -> 
         cm = np.array(q["confusion_matrix"])
         assert cm.sum() == q["n"] and np.trace(cm) / cm.sum() == pytest.approx(a["accuracy"])
         assert 0.0 <= q["macro_f1"] <= 1.0 and 0.0 <= q["ece"] <= 1.0
+        # every non-empty modality subset through the runtime; the full set is the measured accuracy
+        assert len(q["modality_subsets"]) == 7 and q["modality_subsets"]["image+text+audio"] == a["accuracy"]
+        without_audio = q["modality_subsets"]["image+text"]
+        assert q["drop_one_loss"]["audio"] == pytest.approx(a["accuracy"] - without_audio)
+    # the fp32 graph hides modalities exactly like the eager model: same subset accuracies
+    from mmdistill.evaluation.robustness import subset_accuracy
+    from mmdistill.recipes.compress import split_batches
+    from mmdistill.recipes.data import prepare_data
+
+    test = split_batches(prepare_data(cfg, run), "test", cfg.data.eval_batch_size)
+    model = load_trained(run / "students" / "scratch").model.eval()
+    eager = subset_accuracy(model, test, list(model.modalities))
+    got = res["artifacts"]["student-scratch.onnx"]["quality"]["modality_subsets"]
+    assert got == pytest.approx(eager, abs=1e-9)
     # independent round trip: the exported file gives the eager logits, also for a row without audio
     batch = _rows(run)
     for v_name in ("scratch", "scratch-pruned"):

@@ -36,6 +36,11 @@ def test_results_json_describes_every_model_of_the_run(smoke_run: Path,
     assert len(teacher["modality_subsets"]) == 2 ** 3 - 1
     assert set(teacher["drop_one_loss"]) == {"image", "text", "audio"}
     assert len(teacher["confusion_matrix"]) == 10 and teacher["class_names"][3] == "three"
+    for name in exported:  # measured through ONNX Runtime by the export stage
+        m = models[name]
+        assert len(m["modality_subsets"]) == 7 and len(m["confusion_matrix"]) == 10
+        assert m["macro_f1"] is not None and m["ece"] is not None and m["macs"] > 0
+        assert 0.0 <= m["teacher_agreement"] <= 1.0
     for name in ("student-kd", "student-kd.onnx"):
         lat = models[name]["latency"]
         assert lat["b1"]["median_ms"] > 0 and lat["b1"]["p95_ms"] >= lat["b1"]["median_ms"]

@@ -1,4 +1,4 @@
-"""``mmdistill data``: build or describe the built-in image+text+audio dataset."""
+"""``mmdistill data``: build or describe the built-in dataset; pack a manifest into Parquet shards."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import typer
 
 from mmdistill.cli.common import console
 
-app = typer.Typer(help="Build or describe the built-in dataset.", no_args_is_help=True)
+app = typer.Typer(help="Build or describe the built-in dataset; pack a manifest into shards.",
+                  no_args_is_help=True)
 
 
 def default_asset_dir() -> Path:
@@ -44,6 +45,42 @@ def info_command() -> None:
     from mmdistill.data.datasets import builtin
 
     console().print_json(json.dumps(_jsonable(builtin.builtin_info())))
+
+
+@app.command("pack")
+def pack_command(
+    manifest: Annotated[Path, typer.Argument(help="The JSONL or CSV manifest to pack.")],
+    out: Annotated[Path, typer.Argument(help="The shard folder to write (new or empty).")],
+    rows_per_shard: Annotated[int, typer.Option(min=1, help="Rows per shard file.")] = 1000,
+    row_group_rows: Annotated[
+        int, typer.Option(min=1, help="Rows per Parquet row group (what a streaming reader decodes at once).")
+    ] = 64,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="Extra label column to pack (repeat for several).")
+    ] = None,
+    skip_bad_rows: Annotated[
+        bool, typer.Option("--skip-bad-rows", help="Leave bad rows out (listed in index.json), don't fail.")
+    ] = False,
+    allow_outside_root: Annotated[
+        bool, typer.Option("--allow-outside-root", help="Accept paths leading out of the manifest's folder.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier pack in OUT.")] = False,
+) -> None:
+    """Pack a manifest into Parquet shards (OUT/<split>-00000.parquet ... + OUT/index.json).
+
+    Point a config at the result with `data.source: shards` and `data.shards: OUT`.
+    """
+    from mmdistill.data.shards_pack import pack_manifest
+
+    index = pack_manifest(
+        manifest, out, rows_per_shard=rows_per_shard, row_group_rows=row_group_rows, tasks=task or (),
+        on_error="skip" if skip_bad_rows else "raise", allow_outside_root=allow_outside_root,
+        overwrite=overwrite,
+    )
+    sizes = {s: {"rows": index.rows(s), "shards": len(e)} for s, e in index.splits.items()}
+    summary = {"classes": index.classes, "splits": sizes, "skipped": len(index.skipped)}
+    console().print_json(json.dumps(summary))
+    console().print(f"shards written to {out.resolve()}", style="green", markup=False)
 
 
 def _jsonable(value: Any) -> Any:

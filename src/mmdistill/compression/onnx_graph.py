@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmdistill.errors import DataError, MissingDependencyError
+from mmdistill.io_atomic import atomic_write_json
 
 __all__ = [
     "QuantInfo",
@@ -165,5 +166,4 @@ def write_sidecar(fp32_path: Path, out_path: Path, info: QuantInfo) -> Path:
             raise DataError(msg, path=str(src)) from exc
     meta["quantization"] = info.to_dict()
     dst = Path(f"{out_path}.json")
-    dst.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return dst
+    return atomic_write_json(dst, meta)

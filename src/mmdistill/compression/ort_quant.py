@@ -42,6 +42,7 @@ from mmdistill.compression.onnx_graph import (
 )
 from mmdistill.config.schema_compress import BRANCHES
 from mmdistill.errors import ConfigError, DataError, MissingDependencyError
+from mmdistill.io_atomic import atomic_path
 
 __all__ = [
     "BRANCHES",
@@ -256,19 +257,20 @@ def quantize_static_onnx(
     file_size(fp32_path)  # FileNotFoundError naming the file before any work
     feeds = _checked_feeds(calibration, _graph_inputs(fp32_path), fp32_path)
     with _preprocessed(fp32_path, out_path, exclude_nodes, fp32_branches) as (pre, excluded):
-        ortq.quantize_static(
-            str(pre),
-            str(out_path),
-            _FeedReader(feeds),
-            quant_format=ortq.QuantFormat.QDQ,
-            op_types_to_quantize=None if op_types is None else list(op_types),
-            per_channel=per_channel,
-            activation_type=getattr(ortq.QuantType, activation_type),
-            weight_type=getattr(ortq.QuantType, weight_type),
-            nodes_to_exclude=excluded,
-            calibrate_method=getattr(ortq.CalibrationMethod, calibrate_method),
-            calibration_providers=["CPUExecutionProvider"],
-        )
+        with atomic_path(out_path) as tmp:
+            ortq.quantize_static(
+                str(pre),
+                str(tmp),
+                _FeedReader(feeds),
+                quant_format=ortq.QuantFormat.QDQ,
+                op_types_to_quantize=None if op_types is None else list(op_types),
+                per_channel=per_channel,
+                activation_type=getattr(ortq.QuantType, activation_type),
+                weight_type=getattr(ortq.QuantType, weight_type),
+                nodes_to_exclude=excluded,
+                calibrate_method=getattr(ortq.CalibrationMethod, calibrate_method),
+                calibration_providers=["CPUExecutionProvider"],
+            )
     settings: dict[str, Any] = {
         "format": "QDQ",
         "per_channel": per_channel,
@@ -332,14 +334,15 @@ def quantize_dynamic_onnx(
         )
     file_size(fp32_path)
     with _preprocessed(fp32_path, out_path, exclude_nodes, fp32_branches) as (pre, excluded):
-        ortq.quantize_dynamic(
-            str(pre),
-            str(out_path),
-            op_types_to_quantize=list(op_types),
-            per_channel=per_channel,
-            weight_type=getattr(ortq.QuantType, weight_type),
-            nodes_to_exclude=excluded,
-        )
+        with atomic_path(out_path) as tmp:
+            ortq.quantize_dynamic(
+                str(pre),
+                str(tmp),
+                op_types_to_quantize=list(op_types),
+                per_channel=per_channel,
+                weight_type=getattr(ortq.QuantType, weight_type),
+                nodes_to_exclude=excluded,
+            )
     settings = {
         "per_channel": per_channel,
         "weight_type": weight_type,

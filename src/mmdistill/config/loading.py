@@ -25,7 +25,7 @@ from mmdistill.config.validation import parse_config, show, validate_config
 from mmdistill.errors import ConfigError
 
 PATH_KEYS: tuple[str, ...] = (
-    "data.manifest", "teacher.checkpoint", "student.checkpoint", "teacher.external.path",
+    "data.manifest", "data.shards", "teacher.checkpoint", "student.checkpoint", "teacher.external.path",
     "teacher.preprocessing.text.tokenizer", "teacher.pretrained.image.path", "teacher.pretrained.text.path",
     "teacher.pretrained.audio.path",
 )

@@ -67,8 +67,10 @@ class TextConfig(_Strict):
 class DataConfig(_Strict):
     """Where the samples come from and how they are batched and preprocessed."""
 
-    source: Literal["builtin", "manifest"] = "builtin"
+    source: Literal["builtin", "manifest", "shards"] = "builtin"
     manifest: str | None = None
+    shards: str | None = None
+    stream: bool = False  # source: shards only: stream the train split (docs/data.md, "Shards")
     allow_outside_root: bool = False
     on_error: Literal["raise", "skip"] = "raise"
     modalities: list[Modality] = Field(default_factory=lambda: ["image", "text", "audio"])

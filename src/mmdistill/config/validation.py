@@ -190,6 +190,51 @@ def _plugin_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _shards_problems(cfg: Config) -> list[str]:
+    d = cfg.data
+    if d.source != "shards":
+        if d.shards is None:
+            return _stream_problems(cfg)
+        return [f"data.shards: only used when data.source is 'shards', got {show(d.shards)}; remove it or "
+                "set data.source: shards"]
+    if d.shards is None:
+        return ["data.shards: required when data.source is 'shards'; set it to the folder written by "
+                "`mmdistill data pack MANIFEST OUT`"]
+    folder = Path(d.shards)
+    if not (folder / "index.json").is_file():
+        what = "folder not found" if not folder.is_dir() else "no index.json in it (not a finished pack)"
+        return [f"data.shards: {what}, got {show(d.shards)}; point it at the OUT folder of `mmdistill data "
+                "pack` (relative paths resolve against the config file's folder)"]
+    if d.classes is not None:
+        return [f"data.classes: not used with data.source: shards (the classes are fixed in the shards' "
+                f"index.json), got {show(d.classes)}; remove it"]
+    return _stream_problems(cfg)
+
+
+def _stream_problems(cfg: Config) -> list[str]:
+    """``data.stream`` streams the train split of a shard folder; what it cannot serve is refused."""
+    d = cfg.data
+    if not d.stream:
+        return []
+    if d.source != "shards":
+        return [f"data.stream: needs data.source: shards (a folder written by `mmdistill data pack`), got "
+                f"data.source {show(d.source)}; pack the manifest and set data.source: shards, or remove "
+                "data.stream"]
+    problems = []
+    if d.limit is not None:
+        problems.append(f"data.limit: not supported with data.stream: true, got {show(d.limit)}; pack fewer "
+                        "rows, or set data.limit: null")
+    if cfg.teacher.pretrained or cfg.teacher.external is not None:
+        problems.append("data.stream: a teacher.pretrained / teacher.external teacher reads raw records "
+                        "of the whole split in memory; set data.stream: false for this teacher")
+    heavy = [s for s in ("compress", "export") if s in cfg.stages]
+    if heavy:
+        problems.append(f"stages: {heavy} read batches of the train split in memory (pruning's Taylor "
+                        "batches, quantization calibration), which data.stream: true does not keep; remove "
+                        "them from stages or set data.stream: false")
+    return problems
+
+
 def _data_problems(cfg: Config) -> list[str]:
     d = cfg.data
     problems = []
@@ -208,6 +253,7 @@ def _data_problems(cfg: Config) -> list[str]:
             f"data.manifest: only used when data.source is 'manifest', got {show(d.manifest)}; remove it "
             "or set data.source: manifest"
         )
+    problems += _shards_problems(cfg)
     if d.source == "builtin":
         for i, task in enumerate(d.tasks):
             if task not in BUILTIN_TASKS:

@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    Sampler,
+    SequentialSampler,
+)
 
 from mmdistill.data.batch import Sample
 from mmdistill.data.collate import collate
@@ -105,8 +112,30 @@ def make_loader(
     )
 
 
+def make_stream_loader(
+    dataset: IterableDataset[Sample], batch_size: int, *, drop_last: bool = False, num_workers: int = 0,
+) -> DataLoader[Sample]:
+    """A collating DataLoader over a streaming dataset (e.g. :class:`~mmdistill.data.shards.ShardStream`).
+
+    The dataset itself splits the rows across DDP ranks and workers and shuffles them, so there is
+    no sampler. Workers are not persistent: they are re-created each epoch and so receive the
+    epoch set by :func:`set_loader_epoch` (a persistent worker would keep epoch 0's order).
+
+    Args:
+        dataset: an iterable dataset of samples.
+        batch_size: samples per batch (per rank when distributed).
+        drop_last: drop the last incomplete batch of each worker.
+        num_workers: loader worker processes, each reading its own slice of the rows.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, num_workers=num_workers,
+                      collate_fn=collate, persistent_workers=False)
+
+
 def set_loader_epoch(loader: DataLoader[Sample], epoch: int) -> None:
-    """Tell the loader's sampler which epoch starts (no-op for unshuffled loaders)."""
-    set_epoch = getattr(loader.sampler, "set_epoch", None)
-    if callable(set_epoch):
-        set_epoch(epoch)
+    """Tell the loader's sampler (or streaming dataset) which epoch starts (no-op when unshuffled)."""
+    for owner in (loader.sampler, loader.dataset):
+        set_epoch = getattr(owner, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)

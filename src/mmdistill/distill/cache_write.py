@@ -32,8 +32,10 @@ from mmdistill import __version__
 from mmdistill.data.batch import Sample, move_batch
 from mmdistill.distill.fingerprint import canonical_json
 from mmdistill.errors import CheckpointError, ConfigError, DataError
+from mmdistill.io_atomic import fsync_dir
 from mmdistill.models.outputs import ModelOutput
 from mmdistill.training import distributed as dist_utils
+from mmdistill.training.kill_hook import maybe_test_kill_at
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +246,11 @@ def write_into_place(root: Path, key: str, final: Path, ingredients: dict[str, s
     tmp.mkdir()
     try:
         shapes = write(tmp, feats, files, len(ids))
+        maybe_test_kill_at("cache:outputs")  # test-only: arrays written, meta.json and rename not
         _write_meta(tmp, ids, feats, files, shapes, key, ingredients, dtype)
         try:
             os.replace(tmp, final)
+            fsync_dir(root)  # the rename itself reaches the disk before a stage relies on it
         except OSError:
             # Another process finished the same cache first: keep theirs if it is valid.
             theirs = concurrent()

@@ -15,7 +15,6 @@ the functions that turn batches into tensors and back.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mmdistill import MODALITIES
+from mmdistill.io_atomic import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -157,11 +157,9 @@ def save_flat_batch(batch: Batch, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ids = [str(i) for i in batch.get("id", [])]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(batch_to_flat(batch), str(tmp), metadata={"format": BATCH_FORMAT, "ids": json.dumps(ids)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(batch_to_flat(batch), str(tmp), metadata={"format": BATCH_FORMAT, "ids": json.dumps(ids)})
     return path
 
 

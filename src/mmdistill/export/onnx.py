@@ -40,6 +40,7 @@ from mmdistill.export.flat import (
     load_flat_batch,
     save_flat_batch,
 )
+from mmdistill.io_atomic import atomic_path, atomic_write_json
 from mmdistill.models.multimodal import MultimodalModel
 
 __all__ = [
@@ -243,9 +244,7 @@ def _describe(model: MultimodalModel) -> str:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)
 
 
 def _relative_checkpoint(checkpoint: str | Path | None, onnx_dir: Path) -> str | None:
@@ -312,10 +311,12 @@ def export_onnx(
             # The LSTM/GRU "batch_size other than 1" warning: no initial states are fed, and other
             # batch sizes are checked by verify_onnx and the tests.
             warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other")
-            torch.onnx.export(
-                wrapper, tuple(example[n] for n in names), str(path), dynamo=False, opset_version=int(opset),
-                input_names=names, output_names=[OUTPUT_NAME], dynamic_axes=axes,
-            )
+            with atomic_path(path) as tmp:  # a failed or killed export never leaves a torn .onnx
+                torch.onnx.export(
+                    wrapper, tuple(example[n] for n in names), str(tmp), dynamo=False,
+                    opset_version=int(opset), input_names=names, output_names=[OUTPUT_NAME],
+                    dynamic_axes=axes,
+                )
     except (RuntimeError, TypeError, ValueError, NotImplementedError, torch.onnx.OnnxExporterError) as exc:
         raise ExportError(
             f"cannot export {path} ({_describe(model)}) at opset {opset}: {type(exc).__name__}: "

@@ -252,3 +252,44 @@ def runtime_accuracy(
         report.min_agreement = float(min_agreement)
         _check_agreement(report, min_agreement, "the reference logits")
     return report
+
+
+def runtime_subset_accuracy(
+    onnx_path: str | Path,
+    batches: Sequence[Batch],
+    modalities: Sequence[str],
+    *,
+    full_accuracy: float | None = None,
+    threads: int = 1,
+) -> dict[str, float]:
+    """Accuracy through ONNX Runtime for every non-empty subset of ``modalities`` (``"image+audio"``).
+
+    The other modalities are hidden from each batch as in the eager evaluation
+    (:func:`mmdistill.evaluation.robustness.subset_accuracy`), so eager and exported rows of the
+    report compare like for like; an exported graph takes absent modalities through its presence
+    inputs.
+
+    Args:
+        onnx_path: the exported file (fp32 or quantized).
+        batches: labelled, collated batches.
+        modalities: the model's modalities.
+        full_accuracy: the accuracy with every modality, when already measured (that pass is skipped).
+        threads: ONNX Runtime intra-op threads.
+    """
+    from mmdistill.data.batch import drop_modalities
+    from mmdistill.evaluation.metrics import accuracy
+    from mmdistill.evaluation.robustness import modality_subsets
+
+    session = make_session(Path(onnx_path), threads=threads)
+    labels = np.concatenate([lab for b in batches if (lab := _labels(b)) is not None])
+    out: dict[str, float] = {}
+    for subset in modality_subsets(modalities):
+        key = "+".join(subset)
+        if full_accuracy is not None and len(subset) == len(modalities):
+            out[key] = full_accuracy
+            continue
+        hidden = [m for m in modalities if m not in subset]
+        logits = np.concatenate([run_session(session, drop_modalities(b, hidden)) for b in batches])
+        out[key] = accuracy(logits, labels)
+    return out
+

@@ -6,10 +6,10 @@
      "weights_sha256": "<sha256 of model.safetensors>",
      "spec": {...model spec...}, "extra": {...caller metadata: class names, tokenizer, ...}}
 
-Both files are written to a temporary name in the same directory and moved into place with
-``os.replace``, weights first, so a crash never leaves a half-written file under the final name,
-and a crash between the two renames leaves a ``weights_sha256`` that no longer matches (refused on
-load) rather than a silent mix of two saves.
+Both files are written to a temporary name in the same directory, fsynced and moved into place with
+``os.replace`` (:mod:`mmdistill.io_atomic`), weights first, so a crash never leaves a half-written
+file under the final name, and a crash between the two renames leaves a ``weights_sha256`` that no
+longer matches (refused on load) rather than a silent mix of two saves.
 
 Loading checks, in order: ``model.json`` parses and has the format; the spec builds; the weights
 file is safetensors (a pickle, such as a ``torch.save`` file, is refused and never unpickled); the
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from mmdistill import __version__
 from mmdistill.errors import CheckpointError, ConfigError
+from mmdistill.io_atomic import atomic_path
 from mmdistill.models.builders import build_model
 from mmdistill.models.multimodal import MultimodalModel
 
@@ -90,13 +90,8 @@ def _checkpoint_dir(directory: Path) -> Path:
 
 def _atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then move the temporary file over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_model(model: MultimodalModel, directory: Path, *, extra: dict[str, Any] | None = None) -> None:

@@ -10,7 +10,6 @@ teacher in place (:func:`mmdistill.recipes.distill.distill_student`); no compres
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from mmdistill.config.schema import Config, DistillStudentConfig, DistillTermCon
 from mmdistill.config.schema_compress import RecoveryConfig
 from mmdistill.data.loaders import make_loader
 from mmdistill.errors import CheckpointError
+from mmdistill.io_atomic import atomic_write_json
 from mmdistill.models.checkpoint import read_model_json, save_model
 from mmdistill.models.multimodal import MultimodalModel
 from mmdistill.recipes.data import DataBundle
@@ -271,10 +271,7 @@ def run_compress_stage(
 
 
 def _write(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    atomic_write_json(path, obj)
 
 
 def compressed_from(directory: Path) -> str | None:

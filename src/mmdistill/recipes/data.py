@@ -1,28 +1,40 @@
-"""Data stage: read records (built-in or manifest), fit the tokenizer, preprocess every split.
+"""Data stage: read records (built-in, manifest or Parquet shards), fit the tokenizer, preprocess every split.
 
 The tokenizer is trained on the training split only and saved with the run
 (``run_dir/tokenizer.json``); a later stage or a resumed run reloads it so that token ids never
 change within a run.
+
+With ``data.stream: true`` (shards only) the train split is not read into memory: it becomes a
+:class:`~mmdistill.data.shards.ShardStream` that decodes and preprocesses rows on the fly (same
+:class:`~mmdistill.data.preprocess.Preprocessor`), the tokenizer is fitted on the train shards'
+text column alone, and val/test stay in memory. :func:`train_loader` gives the train stages the
+right loader for either case.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch.utils.data import DataLoader
 
 from mmdistill.config.schema import Config
-from mmdistill.data.loaders import SampleDataset
+from mmdistill.data.loaders import SampleDataset, make_loader
 from mmdistill.data.preprocess import Preprocessor
 from mmdistill.data.records import SPLITS, RawSample
 from mmdistill.data.transforms.audio import LogMel
 from mmdistill.data.transforms.image import ImageTransform
 from mmdistill.data.transforms.text import TextTokenizer
 from mmdistill.errors import DataError
+from mmdistill.io_atomic import atomic_path, atomic_write_json
 from mmdistill.teachers.spec import teacher_kind
 from mmdistill.training.distributed import barrier, is_main
+from mmdistill.training.epochs import StreamBatches
+
+if TYPE_CHECKING:
+    from mmdistill.data.shards import ShardStream
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,8 @@ class DataBundle:
         raw: split → the raw records (same order as ``splits``), kept only when the teacher reads
             raw records with its own preprocessing (``teacher.pretrained`` / ``teacher.external``;
             see :mod:`mmdistill.recipes.teacher`); None otherwise, so ordinary runs free them.
+        train_stream: with ``data.stream``, the train split as a shuffled stream of preprocessed
+            samples; ``splits`` then holds only val and test. None for in-memory data.
     """
 
     splits: dict[str, SampleDataset]
@@ -53,10 +67,33 @@ class DataBundle:
     skipped: list[dict] = field(default_factory=list)
     source: str = ""
     raw: dict[str, list[RawSample]] | None = None
+    train_stream: ShardStream | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def train_size(self) -> int:
+        """Rows of the train split (all ranks together), streamed or in memory."""
+        if self.train_stream is not None:
+            return self.train_stream.index.rows("train")
+        return len(self.splits["train"])
+
+
+def train_loader(
+    data: DataBundle, batch_size: int, *, seed: int, distributed: bool, num_workers: int = 0
+) -> DataLoader | StreamBatches:
+    """The train split's loader: shuffled per epoch (seed + epoch), ``batch_size`` rows per rank.
+
+    In memory: :func:`~mmdistill.data.loaders.make_loader` (a DistributedSampler under DDP, which
+    pads ranks to equal length). Streamed: :class:`~mmdistill.training.epochs.StreamBatches`, equal
+    batch counts per rank (it drops at most one row per rank and epoch, see there); the stream's
+    order is seeded by ``data.train_stream``'s seed (``cfg.seed``) and the epoch.
+    """
+    if data.train_stream is not None:
+        return StreamBatches(data.train_stream, batch_size, num_workers=num_workers)
+    return make_loader(data.splits["train"], batch_size, shuffle=True, seed=seed, drop_last=False,
+                       distributed=distributed, num_workers=num_workers)
 
 
 def _read_records(cfg: Config) -> tuple[list[RawSample], list[str], dict[str, int], list[dict], str]:
@@ -70,6 +107,9 @@ def _read_records(cfg: Config) -> tuple[list[RawSample], list[str], dict[str, in
             records.extend(recs)
         tasks = {t: 2 for t in data.tasks}  # the built-in dataset offers only "parity" (validated)
         return records, list(CLASS_NAMES), tasks, [], f"built-in dataset '{BUILTIN_NAME}'"
+
+    if data.source == "shards":
+        return _read_shards(cfg)
 
     from mmdistill.data.datasets.manifest import read_manifest
 
@@ -92,13 +132,36 @@ def _read_records(cfg: Config) -> tuple[list[RawSample], list[str], dict[str, in
     return records, md.classes, tasks, skipped, f"manifest {data.manifest}"
 
 
-def _tokenizer(cfg: Config, records: list[RawSample], run_dir: Path) -> TextTokenizer | None:
+def _read_shards(cfg: Config) -> tuple[list[RawSample], list[str], dict[str, int], list[dict], str]:
+    # Every split is read into memory (the stages after this one can index map-style datasets);
+    # data.stream: true streams the train split instead (_prepare_streamed; docs/data.md, "Shards").
+    from mmdistill.data.shards import read_index, read_split
+
+    data = cfg.data
+    assert data.shards is not None  # validated
+    index = read_index(data.shards)
+    records: list[RawSample] = []
+    for split in SPLITS:
+        recs = read_split(index, split, tasks=data.tasks, target_sample_rate=data.audio.sample_rate)
+        records.extend(recs[: data.limit] if split == "train" and data.limit is not None else recs)
+    tasks = {t: len(index.task_classes[t]) for t in data.tasks}
+    return records, list(index.classes), tasks, list(index.skipped), f"shards {data.shards}"
+
+
+def _tokenizer(cfg: Config, records: list[RawSample] | None, run_dir: Path) -> TextTokenizer | None:
+    """Fit (rank 0) or reload the run's tokenizer; ``records=None``: read the train shards' text column."""
     if "text" not in cfg.data.modalities:
         return None
     path = run_dir / TOKENIZER_FILE
     if not path.exists():
         # Every rank checks (they hold the same records), so a bad dataset fails on all of them.
-        texts = [r.text for r in records if r.split == "train" and r.text is not None]
+        if records is None:  # streamed: the text column alone, without the media bytes
+            from mmdistill.data.shards import read_column
+
+            assert cfg.data.shards is not None  # validated
+            texts = [t for t in read_column(cfg.data.shards, "train", "text") if t is not None]
+        else:
+            texts = [r.text for r in records if r.split == "train" and r.text is not None]
         if not texts:
             raise DataError(
                 "the training split has no text, so no tokenizer can be trained; remove 'text' from "
@@ -108,9 +171,8 @@ def _tokenizer(cfg: Config, records: list[RawSample], run_dir: Path) -> TextToke
             text_cfg = cfg.data.text
             tok = TextTokenizer.train(texts, vocab_size=text_cfg.vocab_size, lowercase=text_cfg.lowercase)
             run_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp-{path.name}")  # keeps the .json suffix save() looks at
-            tok.save(tmp)
-            os.replace(tmp, path)  # atomic: a crash never leaves a torn tokenizer.json
+            with atomic_path(path, keep_suffix=True) as tmp:  # keeps the .json suffix save() looks at
+                tok.save(tmp)  # atomic: a crash never leaves a torn tokenizer.json
     barrier()  # under torchrun, the other ranks read the file rank 0 wrote: one vocabulary per run
     return TextTokenizer.load(path)
 
@@ -148,6 +210,8 @@ def prepare_data(cfg: Config, run_dir: Path) -> DataBundle:
     Raises:
         DataError: a split is empty, or a data file/row is bad (see the manifest reader).
     """
+    if cfg.data.stream:
+        return _prepare_streamed(cfg, run_dir)
     records, classes, tasks, skipped, source = _read_records(cfg)
     tokenizer = _tokenizer(cfg, records, run_dir)
     pre = preprocessor_from_config(cfg, tokenizer)
@@ -175,16 +239,54 @@ def prepare_data(cfg: Config, run_dir: Path) -> DataBundle:
         source=source,
         raw=raw if teacher_kind(cfg) != "mmdistill" else None,
     )
+    _write_report(bundle, run_dir, {s: len(ds) for s, ds in splits.items()})
+    return bundle
+
+
+def _write_report(bundle: DataBundle, run_dir: Path, sizes: dict[str, int], **more: object) -> None:
     report = {
-        "source": source,
+        "source": bundle.source,
         "classes": bundle.classes,
-        "tasks": tasks,
-        "sizes": {s: len(ds) for s, ds in splits.items()},
+        "tasks": bundle.tasks,
+        "sizes": sizes,
         "vocab_size": bundle.vocab_size,
-        "skipped_count": len(skipped),
-        "skipped": skipped,
+        "skipped_count": len(bundle.skipped),
+        "skipped": bundle.skipped,
+        **more,
     }
     if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / DATA_REPORT_FILE).write_text(json.dumps(report, indent=2))
+        atomic_write_json(run_dir / DATA_REPORT_FILE, report)
+
+
+def _prepare_streamed(cfg: Config, run_dir: Path) -> DataBundle:
+    """``data.stream``: train as a :class:`ShardStream` (preprocessed on the fly), val/test in memory."""
+    from mmdistill.data.shards import ShardStream, read_index, read_split
+
+    data = cfg.data
+    assert data.shards is not None  # validated
+    index = read_index(data.shards)
+    source = f"shards {data.shards}"
+    for split in SPLITS:
+        if index.rows(split) == 0:
+            raise DataError(f"the {split} split of {source} is empty; every run needs train, val and test "
+                            "rows (set the 'split' column of the manifest, then pack again)")
+    tokenizer = _tokenizer(cfg, None, run_dir)
+    pre = preprocessor_from_config(cfg, tokenizer)
+    show = data.num_workers == 0 and cfg.logging.progress and not cfg.logging.quiet
+    splits = {s: SampleDataset(pre.process_all(read_split(index, s, tasks=data.tasks,
+                                                          target_sample_rate=data.audio.sample_rate),
+                                               desc=f"preprocess {s}", progress=show))
+              for s in SPLITS if s != "train"}
+    stream = ShardStream(index, "train", transform=pre, shuffle=True, seed=cfg.seed,
+                         tasks=data.tasks, target_sample_rate=data.audio.sample_rate)
+    bundle = DataBundle(
+        splits=splits, classes=list(index.classes), tasks={t: len(index.task_classes[t]) for t in data.tasks},
+        vocab_size=tokenizer.vocab_size if tokenizer is not None else 0, skipped=list(index.skipped),
+        source=source, train_stream=stream,
+    )
+    log.info("data: train streamed from %s (%d rows, shuffle buffer %d), val/test in memory",
+             data.shards, index.rows("train"), stream.buffer_size)
+    _write_report(bundle, run_dir, {"train": index.rows("train"), **{s: len(d) for s, d in splits.items()}},
+                  streamed=["train"])
     return bundle

@@ -11,6 +11,7 @@ split's raw records with the teacher's own preprocessing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +25,14 @@ from mmdistill.config.schema import Config, DistillStudentConfig
 from mmdistill.data.batch import PRIMARY_TASK
 from mmdistill.data.loaders import make_loader
 from mmdistill.distill.cache import TeacherCache
+from mmdistill.distill.cache_chunks import ChunkedTeacherCache
 from mmdistill.distill.strategies import DistillStrategy, build_strategy, distill_step
 from mmdistill.errors import CheckpointError
 from mmdistill.models.builders import build_model
 from mmdistill.models.checkpoint import save_model
 from mmdistill.models.multimodal import MultimodalModel
-from mmdistill.recipes.data import DataBundle
+from mmdistill.recipes.data import TOKENIZER_FILE, DataBundle
+from mmdistill.recipes.data import train_loader as make_train_loader
 from mmdistill.recipes.run_teachers import (  # re-exported: the distill stage's public API
     adopt_teacher_tokenizer,
     check_distill_inputs,
@@ -60,6 +63,12 @@ def _device(cfg: Config) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _tokenizer_sha(run_dir: Path) -> str | None:
+    # A streamed cache is keyed by the shards' checksums, not by the token ids: key the vocabulary too.
+    path = run_dir / TOKENIZER_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Config, run_dir: Path,
                           device: torch.device) -> None:
     """Give the strategy cached teacher outputs on the training split (``distill.cache``); log the source."""
@@ -82,6 +91,16 @@ def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Conf
             caches[name] = cache
             continue
         teacher = teacher.to(device)
+        if data.train_stream is not None:  # data.stream: chunked, resumable, built in packing order
+            cache = ChunkedTeacherCache.get_or_build(
+                run_dir / CACHE_DIR, teacher, data.train_stream, features=features,
+                extra={"split": "train", "preprocessing": preprocessing,
+                       "tokenizer": _tokenizer_sha(run_dir)},
+                batch_size=cfg.data.eval_batch_size, progress=show, device=device,
+            )
+            log.info("teacher outputs: chunked cache %s (%s, streamed train split)", cache.directory, name)
+            caches[name] = cache
+            continue
         cache = TeacherCache.get_or_build(
             run_dir / CACHE_DIR, teacher, data.splits["train"], features=features,
             extra={"split": "train", "preprocessing": preprocessing},
@@ -151,8 +170,8 @@ def distill_student(
     log.info("distill %s: %s", name, strategy.extra_repr())
     dist = get_dist_info()
     per_rank_batch = max(1, cfg.data.batch_size // dist.world_size)  # global batch, as in train_model
-    train_loader = make_loader(data.splits["train"], per_rank_batch, shuffle=True, seed=seed, drop_last=False,
-                               distributed=dist.enabled, num_workers=cfg.data.num_workers)
+    train_loader = make_train_loader(data, per_rank_batch, seed=seed, distributed=dist.enabled,
+                                     num_workers=cfg.data.num_workers)  # streamed with data.stream
     val_loader = make_loader(data.splits["val"], cfg.data.eval_batch_size, shuffle=False, seed=seed,
                              distributed=dist.enabled)
     stage = f"student-{name}"

@@ -11,7 +11,6 @@ encoders + a trained head; ``teacher/external.json``) is evaluated through its o
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,11 +33,13 @@ from mmdistill.evaluation.summary import (
     merge_export_results,
     summary_row,
 )
+from mmdistill.io_atomic import atomic_write_json
 from mmdistill.models.multimodal import MultimodalModel
 from mmdistill.recipes.data import DataBundle
 from mmdistill.recipes.teacher import raw_teacher_saved
 from mmdistill.recipes.train import load_trained
 from mmdistill.training.distributed import is_main
+from mmdistill.training.kill_hook import maybe_test_kill_at
 from mmdistill.training.loop import predict
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,8 @@ def evaluate_run(run_dir: Path, data: DataBundle, cfg: Config) -> list[dict[str,
         top1, feats = res.pop("_top1"), res.pop("_features", None)
         if is_teacher:
             teacher_top1, teacher_feats = top1, feats
-        (out_dir / f"{name}.json").write_text(json.dumps(res, indent=2))
+        atomic_write_json(out_dir / f"{name}.json", res)
+        maybe_test_kill_at(f"evaluate:{name}")
         results.append(res)
         log.info("evaluate %d/%d %s: accuracy %.4f, macro-F1 %.4f, ECE %.4f%s (%.1f s)", i, len(models), name,
                  res["accuracy"], res["macro_f1"], res["ece"],
@@ -192,7 +194,7 @@ def evaluate_run(run_dir: Path, data: DataBundle, cfg: Config) -> list[dict[str,
     scratch = next((r for r in results if r["name"] == "student-scratch"), None)
     summary = [summary_row(r, teacher, scratch) for r in results]
     summary = merge_export_results(summary, run_dir, teacher, teacher_top1)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out_dir / "summary.json", summary)
     return summary
 
 

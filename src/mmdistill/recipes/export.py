@@ -14,7 +14,6 @@ Artifact names: ``student-<v>`` (PyTorch eager), ``student-<v>.onnx`` (ONNX Runt
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -27,10 +26,12 @@ from mmdistill.config.compress_checks import PRUNED, SPARSE, compress_source
 from mmdistill.config.schema import Config
 from mmdistill.errors import CheckpointError
 from mmdistill.evaluation.efficiency import bytes_on_disk
+from mmdistill.io_atomic import atomic_path, atomic_write_json
 from mmdistill.recipes.compress import split_batches
 from mmdistill.recipes.data import DataBundle
 from mmdistill.recipes.evaluate import example_batch_fn
 from mmdistill.recipes.train import load_trained
+from mmdistill.training.kill_hook import maybe_test_kill_at
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,13 @@ def _artifact_parents(names: list[str], src: str, kinds: list[str]) -> list[tupl
     return pairs
 
 
-def runtime_quality(rep: Any, batches: list[dict], data: DataBundle, logits_path: Path) -> dict[str, Any]:
+def runtime_quality(
+    rep: Any, batches: list[dict], data: DataBundle, logits_path: Path, modalities: list[str] | None = None
+) -> dict[str, Any]:
     """Test-split quality through the runtime (macro-F1, ECE, confusion matrix) from ``rep.logits``.
+
+    With two or more ``modalities``, also ``modality_subsets`` (accuracy through the runtime for
+    every non-empty subset) and ``drop_one_loss``, as the evaluate stage reports for eager models.
 
     The logits ``[N, K]`` are saved to ``logits_path`` (``.npy``, no pickle) so that the evaluate
     stage can compute the artifact's top-1 agreement with the teacher on the same rows (the test
@@ -97,12 +103,17 @@ def runtime_quality(rep: Any, batches: list[dict], data: DataBundle, logits_path
     ids = [i for b in batches for i in b.get("id", [])]
     report = classification_report(Predictions(torch.from_numpy(logits), labels, ids), data.num_classes,
                                    class_names=data.classes)
-    tmp = logits_path.with_name(logits_path.name + ".tmp")
-    with tmp.open("wb") as fh:
+    with atomic_path(logits_path) as tmp, tmp.open("wb") as fh:  # a file object: np.save adds no .npy
         np.save(fh, logits, allow_pickle=False)
-    tmp.replace(logits_path)
     keep = ("n", "accuracy", "macro_f1", "ece", "confusion_matrix", "class_names")
-    return {**{k: report[k] for k in keep}, "test_logits": logits_path.name}
+    out = {**{k: report[k] for k in keep}, "test_logits": logits_path.name}
+    if modalities and len(modalities) > 1:
+        from mmdistill.evaluation.robustness import drop_one_losses
+        from mmdistill.export.verify import runtime_subset_accuracy
+
+        subsets = runtime_subset_accuracy(rep.path, batches, modalities, full_accuracy=report["accuracy"])
+        out.update(modality_subsets=subsets, drop_one_loss=drop_one_losses(subsets, modalities))
+    return out
 
 
 def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, Any]:
@@ -126,6 +137,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
         base = f"student-{v}"
         fp32 = out_dir / f"{v}.onnx"
         info = export_onnx(model, fp32, example, opset=e.opset, checkpoint=directory)
+        maybe_test_kill_at(f"export:{v}:onnx")
         with torch.inference_mode():  # eager logits once: the fp32 check and every int8 check use them
             reference = [model(b).logits for b in test]
         rep = verify_onnx(model, fp32, test, atol=e.verify.atol, min_agreement=e.verify.min_agreement,
@@ -146,7 +158,8 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
             "bytes": bytes_on_disk(fp32),
             "accuracy": rep.accuracy_onnx,
             "verify": rep.to_dict(),
-            "quality": runtime_quality(rep, test, data, out_dir / f"{v}.test-logits.npy"),
+            "quality": runtime_quality(rep, test, data, out_dir / f"{v}.test-logits.npy",
+                                       list(model.modalities)),
             "student": v,
         }
         feeds = calibration_feeds(train, info.input_names, input_shapes=info.input_shapes) if kinds else []
@@ -182,7 +195,8 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
                 "bytes": bytes_on_disk(path),
                 "accuracy": rq.accuracy_onnx,
                 "verify": rq.to_dict(),
-                "quality": runtime_quality(rq, test, data, out_dir / f"{v}.{kind}.test-logits.npy"),
+                "quality": runtime_quality(rq, test, data, out_dir / f"{v}.{kind}.test-logits.npy",
+                                           list(model.modalities)),
                 "quantization": q.to_dict(),
                 "student": v,
             }
@@ -199,9 +213,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
     if e.latency.enabled:
         result.update(_latency(cfg, data, artifacts, names, src, kinds))
     result["ship"] = choose_ship(result, src, e.keep_faster, e.max_accuracy_drop)
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out_dir / "results.json")
+    atomic_write_json(out_dir / "results.json", result)
     if result["ship"]:
         log.info("export: ship %s (%s)", result["ship"]["name"], result["ship"]["reason"])
     return result

@@ -28,6 +28,7 @@ from typing import Any
 
 from mmdistill.config.loading import resolved_yaml
 from mmdistill.config.schema import Config
+from mmdistill.io_atomic import atomic_write_text
 from mmdistill.recipes.data import prepare_data
 from mmdistill.recipes.distill import adopt_teacher_tokenizer, check_distill_inputs, run_distill_stage
 from mmdistill.recipes.evaluate import EVAL_DIR, evaluate_run
@@ -40,7 +41,6 @@ from mmdistill.training.distributed import barrier, cleanup, init_distributed, i
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.progress import RunProgress
 from mmdistill.training.runtime import describe_machine, set_threads
-from mmdistill.training.state_io import atomic_write_text
 
 log = logging.getLogger(__name__)
 

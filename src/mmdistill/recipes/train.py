@@ -20,6 +20,7 @@ from mmdistill.models.builders import build_model, model_spec
 from mmdistill.models.checkpoint import load_model, save_model
 from mmdistill.models.multimodal import MultimodalModel
 from mmdistill.recipes.data import TOKENIZER_FILE, DataBundle
+from mmdistill.recipes.data import train_loader as make_train_loader
 from mmdistill.training.distributed import get_dist_info, is_main
 from mmdistill.training.logging import MetricsLogger
 from mmdistill.training.loop import FitResult, fit
@@ -104,15 +105,8 @@ def train_model(
     # data.batch_size is the global batch: under torchrun each of the N ranks takes 1/N of it, so
     # the optimisation (steps per epoch, gradient average) matches the single-process run.
     per_rank_batch = max(1, cfg.data.batch_size // dist.world_size)
-    train_loader = make_loader(
-        data.splits["train"],
-        per_rank_batch,
-        shuffle=True,
-        seed=seed,
-        drop_last=False,
-        distributed=dist.enabled,
-        num_workers=cfg.data.num_workers,
-    )
+    train_loader = make_train_loader(data, per_rank_batch, seed=seed, distributed=dist.enabled,
+                                     num_workers=cfg.data.num_workers)  # streamed with data.stream
     val_loader = make_loader(
         data.splits["val"], cfg.data.eval_batch_size, shuffle=False, seed=seed, distributed=dist.enabled
     )

@@ -1,44 +1,24 @@
 """Reading the run folder's files and writing the report's artifacts atomically.
 
-Every artifact is written to a temporary file in the same folder, then moved over the target with
-:func:`os.replace`, so a reader (a browser, ``mmdistill compare``, a second report) never sees half a
-file, and an interrupted write leaves the previous version in place.
+Every artifact is written through :mod:`mmdistill.io_atomic` (a temporary file in the same folder,
+fsynced, then moved over the target with :func:`os.replace`; re-exported here), so a reader (a
+browser, ``mmdistill compare``, a second report) never sees half a file, and an interrupted write
+leaves the previous version in place.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mmdistill.errors import DataError
+from mmdistill.io_atomic import atomic_write_bytes, atomic_write_text
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder; return ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["atomic_write_bytes", "atomic_write_text", "dump_json", "jsonable", "read_json",
+           "read_optional_json"]
 
 
 def jsonable(value: Any) -> Any:

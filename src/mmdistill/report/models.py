@@ -14,8 +14,10 @@ from typing import Any
 
 # Summary row keys copied into a model entry when its eval file does not already hold them.
 _FROM_SUMMARY = ("parameters", "accuracy", "macro_f1", "ece", "teacher_agreement", "compression",
-                 "gap_recovered", "not_faster_than", "latency_source")
+                 "gap_recovered", "not_faster_than", "latency_source", "macs")
 _ARTIFACT_KEYS = ("verify", "quantization", "note", "student")
+# Quality of an exported artifact through its runtime (``export/results.json`` ``quality``).
+_QUALITY_KEYS = ("confusion_matrix", "class_names", "modality_subsets", "drop_one_loss")
 
 
 def _student_meta(run: Path, name: str) -> dict[str, Any]:
@@ -141,6 +143,8 @@ def collect_models(
         if kind == "exported":
             entry["path"] = f"export/{Path(art['path']).name}" if art.get("path") else None
             entry.update({k: art[k] for k in _ARTIFACT_KEYS if k in art})
+            quality = art.get("quality") or {}  # through the runtime (export stage)
+            entry.update({k: quality[k] for k in _QUALITY_KEYS if k in quality and k not in entry})
         else:
             entry["path"] = _checkpoint_path(name)
         for key in ("strategy", "teachers"):

@@ -11,6 +11,7 @@ from mmdistill.report.html import render_html
 from mmdistill.report.markdown import render_markdown
 from mmdistill.report.results import build_results, save_results
 from mmdistill.report.tables import PARETO_AXES, frontier, pareto_cost
+from mmdistill.training.kill_hook import maybe_test_kill_at
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
@@ -61,8 +62,9 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     """
     results = build_results(run_dir)
     run = Path(results["run_dir"])
-    out = {"results": save_results(results), "markdown": atomic_write_text(run / MARKDOWN_FILE,
-                                                                          render_markdown(results))}
+    out = {"results": save_results(results)}
+    maybe_test_kill_at("report:results")  # test-only: results.json written, the pages not
+    out["markdown"] = atomic_write_text(run / MARKDOWN_FILE, render_markdown(results))
     try:
         plots = report_plots(results)
     except MissingDependencyError as e:

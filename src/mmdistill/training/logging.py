@@ -3,7 +3,8 @@
 
 Only rank 0 writes or prints: under torchrun every other rank's logger is silent, so library code
 logs unconditionally. Each line is flushed as it is written, so a crashed or interrupted run keeps
-every epoch it finished and ``tail -f metrics.jsonl`` follows a live run.
+every epoch it finished and ``tail -f metrics.jsonl`` follows a live run. It is the one file not
+written atomically (an append log): a kill can cut its last line, which readers skip.
 """
 
 from __future__ import annotations
@@ -24,6 +25,21 @@ METRICS_FILE = "metrics.jsonl"
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _HANDLER_NAME = "mmdistill-console"
+
+
+def _end_torn_line(path: Path) -> None:
+    """End a last line cut off by a kill with a newline, so the next record starts a line of its own.
+
+    ``metrics.jsonl`` is an append-only log, not written atomically: its readers skip a line that
+    does not parse (``drop_stage_records``, ``report.curves.read_curves``), but a record appended to
+    the torn line would be lost with it.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, 2)
+        if f.read(1) != b"\n":
+            f.write(b"\n")
 
 
 def _jsonable(value: Any) -> Any:
@@ -71,6 +87,7 @@ class MetricsLogger:
             self.path = path / METRICS_FILE if path.is_dir() else path
         if self.enabled and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _end_torn_line(self.path)
         self._tb: Any = None
         if self.enabled and tensorboard_dir is not None:
             try:

@@ -47,10 +47,11 @@ from mmdistill.training.steps import StepFn, labels_for_task, masked_cross_entro
 
 
 def _set_sampler_epoch(loader: Iterable, epoch: int) -> None:
-    # DistributedSampler (and our own samplers) reshuffle per epoch only when told the epoch.
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
+    # DistributedSampler (and our own samplers) reshuffle per epoch only when told the epoch; so does
+    # a streamed train split (training/epochs.py StreamBatches), which has set_epoch itself.
+    for owner in (loader, getattr(loader, "sampler", None)):
+        if hasattr(owner, "set_epoch"):
+            owner.set_epoch(epoch)
 
 
 def train_one_epoch(

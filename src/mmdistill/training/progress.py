@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from mmdistill.errors import CheckpointError
+from mmdistill.io_atomic import atomic_write_text
 from mmdistill.training.distributed import is_main
+from mmdistill.training.kill_hook import maybe_test_kill_at
 from mmdistill.training.resume import RESUME_DIR, clear_resume_state
-from mmdistill.training.state_io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class RunProgress:
 
     def mark(self, stage: str, model: str | None = None) -> None:
         """Record ``model`` of ``stage`` as saved (``model=None``: the whole stage as finished)."""
+        maybe_test_kill_at(f"mark:{stage}:{model or '*'}")  # test-only: saved, not yet recorded
         entry = self.stages.setdefault(stage, {"complete": False, "done": []})
         if model is None:
             entry["complete"] = True

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from safetensors import SafetensorError
 
 from mmdistill.errors import CheckpointError
 from mmdistill.training.distributed import is_main
+from mmdistill.training.kill_hook import KILL_ENV, maybe_test_kill_at
 from mmdistill.training.state_io import (
     atomic_save_tensors,
     atomic_write_text,
@@ -50,21 +49,21 @@ from mmdistill.training.state_io import (
 
 log = logging.getLogger(__name__)
 
+__all__ = ["KILL_ENV", "RESUME_DIR", "STATE_FILE", "FitResumer", "ResumeState", "check_fingerprint",
+           "clear_resume_state", "fit_fingerprint", "load_resume_state", "maybe_test_kill",
+           "maybe_test_kill_at", "save_resume_state"]
+
 RESUME_DIR = "resume"
 STATE_FILE = "state.json"
 FORMAT_VERSION = 1
-KILL_ENV = "MMDISTILL_TEST_KILL_AT"
-"""Test-only hook: ``<stage>:<epoch>:<point>`` makes the process SIGKILL itself at that point of
-:func:`~mmdistill.training.loop.fit` (``logged``: after epoch ``<epoch>``'s metrics record is
-written, before its resume state is; ``saved``: after the resume state is written). Used by
-``tests/integration/test_resume.py`` to interrupt a run at an exact place; never set it otherwise."""
+# KILL_ENV: test-only hook, ``<stage>:<epoch>:<point>`` makes the process SIGKILL itself at that point
+# of fit() (``logged``: after epoch ``<epoch>``'s metrics record is written, before its resume state
+# is; ``saved``: after the resume state is written). The other points: mmdistill.training.kill_hook.
 
 
 def maybe_test_kill(stage: str, epoch: int, point: str) -> None:
     """SIGKILL this process if :data:`KILL_ENV` names ``stage:epoch:point`` (test-only hook)."""
-    if os.environ.get(KILL_ENV) == f"{stage}:{epoch}:{point}":
-        log.warning("%s=%s: killing this process (test hook)", KILL_ENV, os.environ[KILL_ENV])
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+    maybe_test_kill_at(f"{stage}:{epoch}:{point}")
 
 
 # ---------------------------------------------------------------------------------------------

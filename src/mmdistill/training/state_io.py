@@ -1,7 +1,7 @@
-"""Building blocks of resume states: atomic file writes, a pickle-free encoding of nested state
-dicts (tensors to safetensors, the rest to JSON), and capture/restore of every RNG a training
-epoch draws from (torch CPU and CUDA, NumPy, Python's ``random``, the data loaders' generators),
-and the clean-up of ``metrics.jsonl`` when a stage restarts.
+"""Building blocks of resume states: atomic file writes (:mod:`mmdistill.io_atomic`), a
+pickle-free encoding of nested state dicts (tensors to safetensors, the rest to JSON), and
+capture/restore of every RNG a training epoch draws from (torch CPU and CUDA, NumPy, Python's
+``random``, the data loaders' generators), and the clean-up of ``metrics.jsonl`` when a stage restarts.
 
 Tensor files carry a sha256 of their tensors (names, dtypes, shapes, bytes) in their safetensors
 metadata (:data:`DIGEST_KEY`); :func:`load_tensor_file` refuses a pickle, an unreadable file and a
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,21 +23,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mmdistill.errors import CheckpointError
+from mmdistill.io_atomic import atomic_path, atomic_write_text
 
 DIGEST_KEY = "mmdistill.sha256"
 """Safetensors metadata key holding :func:`tensors_digest` of the file's tensors."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -56,13 +44,8 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
 
     The metadata also gets :data:`DIGEST_KEY`, checked by :func:`load_tensor_file`.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={**metadata, DIGEST_KEY: tensors_digest(tensors)})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_tensor_file(path: Path, *, fix: str) -> dict[str, torch.Tensor]:

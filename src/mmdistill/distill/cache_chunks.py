@@ -1,0 +1,326 @@
+"""Teacher-output cache of a **streamed** train split: written in chunks, resumable, keyed by sample id.
+
+The in-memory cache (:class:`~mmdistill.distill.cache.TeacherCache`) fingerprints and indexes a
+map-style dataset. A streamed split (``data.stream``, a :class:`~mmdistill.data.shards.ShardStream`)
+is never in memory, so this cache is built differently:
+
+- **Fixed order.** Rows are read in packing order (never the shuffled training order), in
+  ``ceil(R / chunk_rows)`` contiguous chunks of at most ``chunk_rows`` rows; chunk ``k`` is slice
+  ``k`` of the split cut like one DDP rank's share (:func:`~mmdistill.data.shards.plan_epoch`), so
+  it reads only its own row groups.
+- **Bounded memory.** One chunk of outputs (``chunk_rows × (K + feature widths)`` floats) plus the
+  stream's row group is held at a time.
+- **Layout.** ``<root>/teacher-<key[:16]>/chunk-00000/`` … each with ``logits.npy``,
+  ``features-<name>.npy``, ``ids.json`` and ``chunk.json`` (rows, sha256 of every file). A chunk is
+  written under ``.tmp-chunk-...`` and renamed when complete. ``meta.json`` (key, ingredients,
+  shapes, every chunk's checksums) is written last: a directory without it is a build in progress.
+- **Resumable.** A build that finds chunks of an interrupted build keeps those whose checksums
+  verify and continues at the first missing (or damaged: it and those after it are rewritten).
+- **Keyed.** The key hashes the teacher's weights, the train shards' sha256s, the preprocessing
+  (``extra``: image/audio/text settings and the tokenizer's sha256) and the feature names.
+- **Shared.** Under torchrun rank 0 builds while the others wait, then every rank memory-maps the
+  same files (:func:`~mmdistill.distill.cache_write.on_rank0_then_all`); lookups go by
+  ``batch["id"]``, so the ranks' shuffled order does not matter. The id → row map (the ids only, not
+  the outputs) is held in memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mmdistill import __version__
+from mmdistill.data.batch import move_batch
+from mmdistill.data.loaders import make_stream_loader
+from mmdistill.data.shards import ShardStream
+from mmdistill.distill.cache_write import _outputs, cache_key, feature_filename, on_rank0_then_all
+from mmdistill.distill.fingerprint import canonical_json, model_fingerprint
+from mmdistill.errors import CheckpointError, ConfigError
+from mmdistill.training import distributed as dist_utils
+
+log = logging.getLogger(__name__)
+
+CHUNKED_FORMAT = "mmdistill-teacher-cache-chunked/1"
+DEFAULT_CHUNK_ROWS = 4096
+META_FILE = "meta.json"
+CHUNK_FILE = "chunk.json"
+
+
+def stream_fingerprint(stream: ShardStream, *, extra: dict[str, Any] | None = None) -> str:
+    """sha256 of the streamed split's shards (their index sha256s and rows), its tasks and ``extra``.
+
+    The shards are content-addressed by the index, so this costs no pass over the data; ``extra``
+    must describe the preprocessing (including the tokenizer), which the shard bytes do not show.
+    """
+    shards = [[e["file"], int(e["rows"]), e["sha256"]] for e in stream.index.splits[stream.split]]
+    body = {"format": CHUNKED_FORMAT, "split": stream.split, "shards": shards,
+            "tasks": list(stream.decode.tasks), "sample_rate": stream.decode.rate, "extra": extra or {}}
+    return hashlib.sha256(canonical_json(body, "stream_fingerprint extra")).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _chunk_name(k: int) -> str:
+    return f"chunk-{k:05d}"
+
+
+def _chunk_ok(directory: Path, k: int) -> dict[str, Any] | None:
+    """Chunk ``k``'s ``chunk.json`` if the chunk is complete and every file matches its sha256."""
+    path = directory / _chunk_name(k)
+    try:
+        info = json.loads((path / CHUNK_FILE).read_text(encoding="utf-8"))
+        if all(_sha256(path / f) == sha for f, sha in info["files"].items()):
+            return info
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _chunk_stream(stream: ShardStream, k: int, n_chunks: int) -> ShardStream:
+    # Packing order, cut into n_chunks contiguous slices exactly like ranks: slice k is chunk k.
+    return ShardStream(stream.index, stream.split, transform=stream.transform, shuffle=False, rank=k,
+                       world_size=n_chunks, tasks=stream.decode.tasks, target_sample_rate=stream.decode.rate,
+                       verify=stream.verify)
+
+
+def _run_chunk(teacher: nn.Module, rows: ShardStream, features: list[str], files: dict[str, str],
+               batch_size: int, device: torch.device) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The teacher's outputs over one chunk, in memory (``chunk_rows`` rows at most)."""
+    ids: list[str] = []
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in make_stream_loader(rows, batch_size):
+        logits, produced = _outputs(teacher(move_batch(batch, device)))
+        if logits is None:
+            raise ConfigError("the teacher returned no logits; return ModelOutput or a mapping with 'logits'")
+        unknown = [f for f in features if f not in produced]
+        if unknown:
+            raise ConfigError(f"teacher feature(s) {unknown} not produced by the teacher; available: "
+                              f"{', '.join(sorted(produced)) or '(none)'}")
+        for name, t in {"logits": logits, **{f: produced[f] for f in features}}.items():
+            if t.ndim != 2:
+                raise ConfigError(f"teacher output '{name}' has shape {list(t.shape)}; only [B, D] outputs "
+                                  "can be cached")
+            parts.setdefault(name, []).append(t.detach().float().cpu().numpy())
+        ids.extend(str(i) for i in batch["id"])
+    return ids, {n: np.concatenate(p) for n, p in parts.items()}
+
+
+def _write_chunk(directory: Path, k: int, ids: list[str], arrays: dict[str, np.ndarray],
+                 files: dict[str, str]) -> dict[str, Any]:
+    """Write chunk ``k`` under a temporary name, checksum and fsync it, rename it into place."""
+    final = directory / _chunk_name(k)
+    tmp = directory / f".tmp-{_chunk_name(k)}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(final, ignore_errors=True)  # a damaged chunk being rewritten
+    tmp.mkdir()
+    names = {}
+    for name, a in arrays.items():
+        fname = "logits.npy" if name == "logits" else files[name]
+        np.save(tmp / fname, a, allow_pickle=False)
+        names[fname] = name
+    (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
+    shas = {}
+    for f in [*names, "ids.json"]:
+        with (tmp / f).open("rb") as fh:
+            os.fsync(fh.fileno())
+        shas[f] = _sha256(tmp / f)
+    info = {"rows": len(ids), "files": shas, "shapes": {n: list(a.shape) for n, a in arrays.items()}}
+    _write_json(tmp / CHUNK_FILE, info)
+    os.replace(tmp, final)
+    return info
+
+
+class ChunkedTeacherCache:
+    """Read-only, memory-mapped teacher outputs of a streamed split, looked up by sample id.
+
+    Attributes:
+        directory: ``<root>/teacher-<key[:16]>``; key: the full key; meta: parsed ``meta.json``;
+        features: cached feature names, sorted.
+    """
+
+    def __init__(self, directory: Path, meta: dict[str, Any], chunks: list[tuple[list[str], dict[str, Any]]]):
+        self.directory, self.meta = directory, meta
+        self.key: str = meta["key"]
+        self.features: list[str] = list(meta["features"])
+        self._arrays = [arrays for _, arrays in chunks]
+        self._row: dict[str, tuple[int, int]] = {}
+        for c, (ids, _) in enumerate(chunks):
+            for r, sid in enumerate(ids):
+                if sid in self._row:
+                    raise CheckpointError(f"teacher cache {directory}: sample id {sid!r} appears twice; "
+                                          "ids must be unique (re-pack the data)")
+                self._row[sid] = (c, r)
+
+    @staticmethod
+    def directory_for(root: Path, key: str) -> Path:
+        return Path(root) / f"teacher-{key[:16]}"
+
+    @classmethod
+    def open(cls, root: Path, key: str, *, verify: bool = True) -> ChunkedTeacherCache | None:
+        """The complete cache with ``key`` under ``root``; None when absent or still being built.
+
+        Raises:
+            CheckpointError: it is complete but of another key/format, or a file fails its sha256.
+        """
+        directory = cls.directory_for(root, key)
+        if not (directory / META_FILE).is_file():
+            return None
+        try:
+            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"teacher cache {directory}: unreadable {META_FILE} ({e}); delete the "
+                                  "directory to rebuild it") from e
+        if not isinstance(meta, dict) or meta.get("format") != CHUNKED_FORMAT or meta.get("key") != key:
+            raise CheckpointError(f"teacher cache {directory} is not a chunked cache of key {key[:16]}...; "
+                                  "delete the directory to rebuild it")
+        chunks = []
+        for k, info in enumerate(meta["chunks"]):
+            path = directory / _chunk_name(k)
+            for f, sha in info["files"].items():
+                if verify and (not (path / f).is_file() or _sha256(path / f) != sha):
+                    raise CheckpointError(f"teacher cache {directory}: {_chunk_name(k)}/{f} is missing or "
+                                          "fails its sha256 check; delete the directory to rebuild it")
+            ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
+            arrays = {n: np.load(path / ("logits.npy" if n == "logits" else meta["feature_files"][n]),
+                                 mmap_mode="r", allow_pickle=False)
+                      for n in ["logits", *meta["features"]]}
+            chunks.append((ids, arrays))
+        return cls(directory, meta, chunks)
+
+    @classmethod
+    def get_or_build(cls, root: Path, teacher: nn.Module, stream: ShardStream, *,
+                     features: Sequence[str] = (), extra: dict[str, Any] | None = None, batch_size: int = 256,
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = True,
+                     device: str | torch.device = "cpu") -> ChunkedTeacherCache:
+        """Open the cache for (teacher, ``stream``'s split + ``extra``, features), building (or
+        finishing) it when absent. Every rank calls it; rank 0 builds (see the module docstring).
+
+        Raises:
+            ConfigError: bad ``batch_size``/``chunk_rows``, unknown feature, ranks with other keys.
+            CheckpointError: a complete cache with this key is damaged.
+        """
+        if batch_size < 1 or chunk_rows < 1:
+            raise ConfigError(f"batch_size and chunk_rows must be >= 1, got {batch_size} and {chunk_rows}")
+        root = Path(root)
+        feats = sorted(dict.fromkeys(features))
+        teacher_fp, data_fp = model_fingerprint(teacher), stream_fingerprint(stream, extra=extra)
+        key = cache_key(teacher_fp, data_fp, feats) + "-chunked"
+        final = cls.directory_for(root, key)
+
+        def create(key: str) -> ChunkedTeacherCache:
+            found = cls.open(root, key)
+            if found is not None:
+                return found
+            cls._build(final, key, teacher, stream, feats, {"teacher": teacher_fp, "data": data_fp},
+                       batch_size=batch_size, chunk_rows=chunk_rows, progress=progress,
+                       device=torch.device(device))
+            return cls.open(root, key)  # type: ignore[return-value]  # just written
+
+        return on_rank0_then_all(key, create, lambda: cls.open(root, key), final)
+
+    @classmethod
+    def _build(cls, directory: Path, key: str, teacher: nn.Module, stream: ShardStream, feats: list[str],
+               ingredients: dict[str, str], *, batch_size: int, chunk_rows: int, progress: bool,
+               device: torch.device) -> None:
+        total = stream.index.rows(stream.split)
+        n_chunks = max(1, math.ceil(total / chunk_rows))
+        files = {f: feature_filename(f) for f in feats}
+        directory.mkdir(parents=True, exist_ok=True)
+        plan = directory / "plan.json"  # a resumed build must cut the same chunks
+        want = {"key": key, "chunks": n_chunks, "rows": total}
+        if not plan.is_file() or json.loads(plan.read_text(encoding="utf-8")) != want:
+            for old in directory.glob("chunk-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            _write_json(plan, want)
+        infos: list[dict[str, Any]] = []
+        for k in range(n_chunks):  # keep the verified prefix of an interrupted build
+            info = _chunk_ok(directory, k)
+            if info is None:
+                break
+            infos.append(info)
+        if infos:
+            log.info("teacher cache %s: resuming at chunk %d of %d (%d verified)", directory, len(infos),
+                     n_chunks, len(infos))
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            with torch.inference_mode():
+                bar = tqdm(range(len(infos), n_chunks), desc="teacher cache (chunks)", leave=False,
+                           disable=not (progress and dist_utils.is_main()))
+                for k in bar:
+                    ids, arrays = _run_chunk(teacher, _chunk_stream(stream, k, n_chunks), feats, files,
+                                             batch_size, device)
+                    infos.append(_write_chunk(directory, k, ids, arrays, files))
+        finally:
+            teacher.train(was_training)
+        shapes = {n: [sum(i["shapes"][n][0] for i in infos), w] for n, (_, w) in infos[0]["shapes"].items()}
+        meta = {
+            "format": CHUNKED_FORMAT, "key": key, "ingredients": {**ingredients, "features": feats},
+            "features": feats, "feature_files": files, "dtype": "float32", "rows": total, "shapes": shapes,
+            "chunk_rows": chunk_rows, "chunks": infos,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "mmdistill_version": __version__, "torch_version": torch.__version__,
+        }
+        _write_json(directory / META_FILE, meta)  # last: its presence marks the cache complete
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Width of each stored array: ``{"logits": K, "<feature>": D, ...}``."""
+        return {name: int(shape[1]) for name, shape in self.meta["shapes"].items()}
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Teacher outputs for ``ids``, in the order given.
+
+        Raises:
+            CacheMissError: an id is not in the cache.
+
+        Shapes:
+            returns ``{"logits": [B, K], "<feature>": [B, D], ...}``, float32 on CPU (B = len(ids)).
+        """
+        from mmdistill.distill.cache import CacheMissError
+
+        try:
+            where = [self._row[str(i)] for i in ids]
+        except KeyError as exc:
+            raise CacheMissError(f"sample id {exc.args[0]!r} is not in teacher cache {self.directory} "
+                                 f"({len(self)} rows); the data changed since the cache was built") from None
+        return {n: torch.from_numpy(np.stack([np.asarray(self._arrays[c][n][r], dtype=np.float32)
+                                              for c, r in where]))
+                for n in ["logits", *self.features]}
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-serializable summary for logs and reports."""
+        return {"directory": str(self.directory), "key": self.key, "rows": len(self),
+                "features": list(self.features), "dims": self.dims, "dtype": "float32",
+                "chunks": len(self.meta["chunks"]), "created": self.meta.get("created")}
+
+    def __repr__(self) -> str:
+        return f"ChunkedTeacherCache({self.directory}, rows={len(self)}, chunks={len(self.meta['chunks'])})"
