@@ -19,14 +19,15 @@ drop_stage_records`, :func:`mmdistill.report.curves.read_metrics`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir", "jsonable"]
 
 
 def _temp_name(path: Path, keep_suffix: bool) -> Path:
@@ -109,3 +110,18 @@ def atomic_write_text(path: str | Path, text: str, *, fsync: bool = True) -> Pat
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2, **dumps: Any) -> Path:
     """Write ``json.dumps(obj, indent=indent, **dumps)`` plus a newline to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, **dumps) + "\n")
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values from tensors, NumPy scalars and arrays; NaN/inf become null (strict JSON)."""
+    if hasattr(value, "tolist") and callable(value.tolist):  # torch.Tensor, np.ndarray, np.generic
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,19 +128,6 @@ def verify_shard(index: ShardIndex, entry: dict[str, Any]) -> None:
                         f"packing; {REPACK}", path=str(path))
 
 
-def _decode_bytes(data: bytes, name: str, loader: Callable[[Path], np.ndarray]) -> np.ndarray:
-    # The manifest's loaders take a path (their guards, format sniffing and messages live there);
-    # a scratch file keeps decoding identical to the manifest path, at the cost of one small write.
-    suffix = Path(name).suffix
-    fd, tmp = tempfile.mkstemp(prefix="mmdistill-shard-", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return loader(Path(tmp))
-    finally:
-        os.unlink(tmp)
-
-
 class RowDecoder:
     """A Parquet row (dict) → :class:`RawSample`, with labels as indices of the index's classes."""
 
@@ -163,10 +148,9 @@ class RowDecoder:
         try:
             image = audio = None
             if row["image"] is not None:
-                image = _decode_bytes(row["image"], row["image_name"] or ".bin", load_image)
+                image = load_image(row["image_name"] or "image", row["image"])
             if row["audio"] is not None:
-                audio = _decode_bytes(row["audio"], row["audio_name"] or ".bin",
-                                      lambda p: load_audio(p, self.rate))
+                audio = load_audio(row["audio_name"] or "audio", self.rate, row["audio"])
         except DataError as e:
             raise DataError(f"{where}: {e}; {REPACK}") from e
         packed = json.loads(row["tasks"]) if row["tasks"] else {}

@@ -9,7 +9,6 @@ is written last, so a folder without it is an unfinished pack that readers refus
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -261,7 +260,7 @@ def pack_manifest(
     index = {
         "format": FORMAT, "version": VERSION, "columns": list(COLUMNS), "classes": classes,
         "task_classes": task_classes,
-        "source": {"manifest": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "source": {"manifest": str(path.resolve()), "sha256": sha256_file(path),
                    "rows_read": n_rows},
         "splits": splits, "skipped": skipped,
     }

@@ -46,9 +46,17 @@ from mmdistill import __version__
 from mmdistill.data.batch import move_batch
 from mmdistill.data.loaders import make_stream_loader
 from mmdistill.data.shards import ShardStream
-from mmdistill.distill.cache_write import _outputs, cache_key, feature_filename, on_rank0_then_all
+from mmdistill.distill.cache_write import (
+    _fsync,
+    _outputs,
+    _sha256_file,
+    cache_key,
+    feature_filename,
+    on_rank0_then_all,
+)
 from mmdistill.distill.fingerprint import canonical_json, model_fingerprint
 from mmdistill.errors import CheckpointError, ConfigError
+from mmdistill.io_atomic import atomic_write_json
 from mmdistill.training import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -71,20 +79,6 @@ def stream_fingerprint(stream: ShardStream, *, extra: dict[str, Any] | None = No
     return hashlib.sha256(canonical_json(body, "stream_fingerprint extra")).hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _chunk_name(k: int) -> str:
     return f"chunk-{k:05d}"
 
@@ -94,7 +88,7 @@ def _chunk_ok(directory: Path, k: int) -> dict[str, Any] | None:
     path = directory / _chunk_name(k)
     try:
         info = json.loads((path / CHUNK_FILE).read_text(encoding="utf-8"))
-        if all(_sha256(path / f) == sha for f, sha in info["files"].items()):
+        if all(_sha256_file(path / f) == sha for f, sha in info["files"].items()):
             return info
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -146,11 +140,10 @@ def _write_chunk(directory: Path, k: int, ids: list[str], arrays: dict[str, np.n
     (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
     shas = {}
     for f in [*names, "ids.json"]:
-        with (tmp / f).open("rb") as fh:
-            os.fsync(fh.fileno())
-        shas[f] = _sha256(tmp / f)
+        _fsync(tmp / f)
+        shas[f] = _sha256_file(tmp / f)
     info = {"rows": len(ids), "files": shas, "shapes": {n: list(a.shape) for n, a in arrays.items()}}
-    _write_json(tmp / CHUNK_FILE, info)
+    atomic_write_json(tmp / CHUNK_FILE, info)
     os.replace(tmp, final)
     return info
 
@@ -202,7 +195,7 @@ class ChunkedTeacherCache:
         for k, info in enumerate(meta["chunks"]):
             path = directory / _chunk_name(k)
             for f, sha in info["files"].items():
-                if verify and (not (path / f).is_file() or _sha256(path / f) != sha):
+                if verify and (not (path / f).is_file() or _sha256_file(path / f) != sha):
                     raise CheckpointError(f"teacher cache {directory}: {_chunk_name(k)}/{f} is missing or "
                                           "fails its sha256 check; delete the directory to rebuild it")
             ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
@@ -256,7 +249,7 @@ class ChunkedTeacherCache:
         if not plan.is_file() or json.loads(plan.read_text(encoding="utf-8")) != want:
             for old in directory.glob("chunk-*"):
                 shutil.rmtree(old, ignore_errors=True)
-            _write_json(plan, want)
+            atomic_write_json(plan, want)
         infos: list[dict[str, Any]] = []
         for k in range(n_chunks):  # keep the verified prefix of an interrupted build
             info = _chunk_ok(directory, k)
@@ -286,7 +279,8 @@ class ChunkedTeacherCache:
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "mmdistill_version": __version__, "torch_version": torch.__version__,
         }
-        _write_json(directory / META_FILE, meta)  # last: its presence marks the cache complete
+        # last: its presence marks the cache complete
+        atomic_write_json(directory / META_FILE, meta, ensure_ascii=False)
 
     def __len__(self) -> int:
         return len(self._row)

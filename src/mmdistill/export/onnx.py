@@ -243,10 +243,6 @@ def _describe(model: MultimodalModel) -> str:
     return f"encoders {encoders}, fusion {fusion!r}"
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    atomic_write_json(path, obj)
-
-
 def _relative_checkpoint(checkpoint: str | Path | None, onnx_dir: Path) -> str | None:
     if checkpoint is None:
         return None
@@ -336,7 +332,7 @@ def export_onnx(
         checkpoint=_relative_checkpoint(checkpoint, path.parent),
         spec=model.spec,
     )
-    _write_json(sidecar_path(path), asdict(info))
+    atomic_write_json(sidecar_path(path), asdict(info))
     return info
 
 

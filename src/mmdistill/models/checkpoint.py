@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from mmdistill import __version__
 from mmdistill.errors import CheckpointError, ConfigError
-from mmdistill.io_atomic import atomic_path
+from mmdistill.io_atomic import atomic_path, atomic_write_json
 from mmdistill.models.builders import build_model
 from mmdistill.models.multimodal import MultimodalModel
 
@@ -88,12 +88,6 @@ def _checkpoint_dir(directory: Path) -> Path:
                           f"{WEIGHTS_FILE} (here maybe {directory.parent})")
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file over ``path``."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def save_model(model: MultimodalModel, directory: Path, *, extra: dict[str, Any] | None = None) -> None:
     """Write ``model.safetensors`` and ``model.json`` into ``directory`` (created if needed).
 
@@ -132,13 +126,10 @@ def save_model(model: MultimodalModel, directory: Path, *, extra: dict[str, Any]
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     directory.mkdir(parents=True, exist_ok=True)
 
-    def write_weights(p: Path) -> None:
-        save_file(tensors, str(p), metadata={"format": "pt"})
-        meta[CHECKSUM_KEY] = file_sha256(p)  # of the very bytes moved into place
-
-    _atomic_write(directory / WEIGHTS_FILE, write_weights)
-    text = json.dumps(meta, indent=2, sort_keys=False)
-    _atomic_write(directory / SPEC_FILE, lambda p: p.write_text(text + "\n", encoding="utf-8"))
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        meta[CHECKSUM_KEY] = file_sha256(tmp)  # of the very bytes moved into place
+    atomic_write_json(directory / SPEC_FILE, meta)
 
 
 def read_model_json(directory: Path) -> dict[str, Any]:

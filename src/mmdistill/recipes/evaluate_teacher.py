@@ -32,6 +32,7 @@ from mmdistill.evaluation.alignment import FeatureSet
 from mmdistill.evaluation.efficiency import bytes_on_disk, count_parameters, measure_latency
 from mmdistill.evaluation.metrics import classification_report
 from mmdistill.evaluation.robustness import drop_one_losses, modality_subsets
+from mmdistill.evaluation.summary import EAGER_RUNTIME
 from mmdistill.recipes.data import DataBundle
 from mmdistill.teachers import FrozenEncodersTeacher, Teacher
 from mmdistill.teachers.frozen import HEAD_DIR
@@ -199,7 +200,7 @@ def evaluate_raw_teacher(teacher: Teacher, directory: Path, data: DataBundle, cf
     if cfg.eval.latency:
         lat = raw_latency(_without_stores(teacher), records, cfg)
         runtimes = {p["runtime"] for p in out["size_parts"].values()}
-        lat["runtime"] = "pytorch-eager" + ("+onnxruntime" if "onnxruntime" in runtimes else "")
+        lat["runtime"] = EAGER_RUNTIME + ("+onnxruntime" if "onnxruntime" in runtimes else "")
         lat["scope"] = LATENCY_SCOPE
         out["latency"] = lat
     out["_top1"] = preds.logits.argmax(-1)

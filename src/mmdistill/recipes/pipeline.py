@@ -208,20 +208,20 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] =
 
         summary: list[dict[str, Any]] = []
         report: dict[str, str] = {}
-        fresh = False  # the evaluate stage ran in this call (not skipped as done)
         if "evaluate" in cfg.stages and is_main():
             summary_path = run_dir / EVAL_DIR / "summary.json"
-            if _done(progress, "evaluate", continuing) and summary_path.is_file():
+            skipped = _done(progress, "evaluate", continuing) and summary_path.is_file()
+            if skipped:
                 summary = json.loads(summary_path.read_text())
             else:
                 summary = evaluate_run(run_dir, data, cfg)
                 progress.mark("evaluate")
-                fresh = True
-            written = all((run_dir / f).is_file() for f in ("results.json", "report.md", "report.html"))
-            if summary and (fresh or not written):
-                report = write_run_report(run_dir)  # a resumed, finished run keeps its report as is
-            elif summary:
+            # A resumed, finished run keeps its report as is (when all three files are there).
+            if summary and skipped and all((run_dir / f).is_file()
+                                           for f in ("results.json", "report.md", "report.html")):
                 report = {"html": str(run_dir / "report.html")}
+            elif summary:
+                report = write_run_report(run_dir)
         progress.finish()
         wall = time.perf_counter() - t0
         if is_main():

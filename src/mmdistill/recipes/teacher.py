@@ -27,6 +27,7 @@ from mmdistill.data.loaders import SampleDataset
 from mmdistill.data.records import SPLITS, RawSample
 from mmdistill.distill.cache import TeacherCache
 from mmdistill.errors import CheckpointError, DataError
+from mmdistill.io_atomic import atomic_write_text
 from mmdistill.recipes.data import TOKENIZER_FILE, DataBundle
 from mmdistill.teachers import (
     EMBEDDINGS_DIR,
@@ -39,7 +40,7 @@ from mmdistill.teachers import (
     save_frozen_teacher,
     teacher_samples,
 )
-from mmdistill.teachers.frozen import HEAD_DIR, TEACHER_FILE
+from mmdistill.teachers.frozen import HEAD_DIR, TEACHER_FILE, read_format_json
 from mmdistill.teachers.spec import (
     build_external,
     build_plan,
@@ -50,7 +51,6 @@ from mmdistill.teachers.spec import (
 from mmdistill.teachers.stores import open_embedding_store
 from mmdistill.training.distributed import barrier, is_main
 from mmdistill.training.logging import MetricsLogger
-from mmdistill.training.state_io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +179,7 @@ def load_external_teacher(directory: Path) -> Teacher:
         CheckpointError: the file is unreadable or not this format, or the model's fingerprint differs.
     """
     path = Path(directory) / EXTERNAL_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable ({exc}); run the teacher stage again") from exc
-    if not isinstance(meta, dict) or meta.get("format") != EXTERNAL_FORMAT:
-        raise CheckpointError(f"{path}: not a '{EXTERNAL_FORMAT}' file; run the teacher stage again")
+    meta = read_format_json(path, EXTERNAL_FORMAT, "run the teacher stage again")
     teacher = build_external(ExternalTeacherConfig.model_validate(meta["external"]),
                              PreprocessSpec.from_settings(meta["preprocessing"]))
     if teacher.fingerprint() != meta.get("fingerprint"):

@@ -9,27 +9,14 @@ leaves the previous version in place.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mmdistill.errors import DataError
-from mmdistill.io_atomic import atomic_write_bytes, atomic_write_text
+from mmdistill.io_atomic import atomic_write_bytes, atomic_write_text, jsonable
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "dump_json", "jsonable", "read_json",
            "read_optional_json"]
-
-
-def jsonable(value: Any) -> Any:
-    """A copy of ``value`` that strict JSON accepts: NaN and infinities become ``None``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def dump_json(obj: Any) -> str:

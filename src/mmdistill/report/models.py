@@ -157,8 +157,8 @@ def collect_models(
                 entry["latency_in_process"] = _latency_table(ev["latency"], "pytorch-eager", "in-process")
         elif ev.get("latency"):
             entry["latency"] = _latency_table(ev["latency"], "pytorch-eager", "in-process")
-        elif _summary_latency(row):
-            entry["latency"] = _summary_latency(row)
+        elif summary_latency := _summary_latency(row):
+            entry["latency"] = summary_latency
         slow = _not_faster(flags, name)
         if slow:
             entry["not_faster"] = slow

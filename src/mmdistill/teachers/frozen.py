@@ -32,6 +32,7 @@ from mmdistill.data.collate import collate
 from mmdistill.distill.cache import TeacherCache
 from mmdistill.distill.fingerprint import model_fingerprint
 from mmdistill.errors import CheckpointError, ConfigError
+from mmdistill.io_atomic import atomic_write_text
 from mmdistill.models.builders import model_spec
 from mmdistill.models.multimodal import MultimodalModel
 from mmdistill.models.outputs import ModelOutput
@@ -236,7 +237,6 @@ def save_frozen_teacher(directory: str | Path, teacher: FrozenEncodersTeacher, *
                         extra: dict[str, Any] | None = None) -> Path:
     """Write ``teacher.json`` (branches, encoder specs and fingerprints) and ``head/`` (safetensors)."""
     from mmdistill.models.checkpoint import save_model
-    from mmdistill.training.state_io import atomic_write_text
 
     directory = Path(directory)
     plan = teacher.plan
@@ -249,6 +249,21 @@ def save_frozen_teacher(directory: str | Path, teacher: FrozenEncodersTeacher, *
     # Written last and atomically: a teacher.json on disk always means the head next to it is complete.
     atomic_write_text(directory / TEACHER_FILE, json.dumps(meta, indent=2) + "\n")
     return directory
+
+
+def read_format_json(path: Path, fmt: str, hint: str) -> dict[str, Any]:
+    """The JSON object in ``path`` whose ``format`` is ``fmt``.
+
+    Raises:
+        CheckpointError: the file is unreadable, not JSON, or of another format (``hint`` says what to do).
+    """
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc}); {hint}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a '{fmt}' file; {hint}")
+    return meta
 
 
 def load_frozen_teacher(directory: str | Path, *, stores: Mapping[str, TeacherCache] | None = None,
@@ -271,12 +286,7 @@ def load_frozen_teacher(directory: str | Path, *, stores: Mapping[str, TeacherCa
     register_head_encoders()
     directory = Path(directory)
     path = directory / TEACHER_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable ({exc}); train the teacher again") from exc
-    if not isinstance(meta, dict) or meta.get("format") != TEACHER_FORMAT:
-        raise CheckpointError(f"{path}: not a '{TEACHER_FORMAT}' file")
+    meta = read_format_json(path, TEACHER_FORMAT, "train the teacher again")
     if build is None:
         from mmdistill.teachers.spec import build_encoder as build
     specs = {m: EncoderSpec(**s) for m, s in meta["encoders"].items()}

@@ -51,10 +51,11 @@ def loss_entries(out: Mapping[str, torch.Tensor]) -> dict[str, float]:
     if not keys:
         return {}
     values = []
-    for k in keys:
+    for k in keys:  # no sync per term: the one sync is the .cpu() below
         v = out[k].detach().float().reshape(-1)
         bad = ~torch.isfinite(v)
-        values.append(v[bad][0] if bool(bad.any()) else v.sum())
+        first_bad = v[bad.int().argmax()] if v.numel() else v.sum()
+        values.append(torch.where(bad.any(), first_bad, v.sum()))
     return dict(zip(keys, torch.stack(values).cpu().tolist(), strict=True))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmdistill.errors import ConfigError, MissingDependencyError
+from mmdistill.io_atomic import jsonable
 from mmdistill.training.distributed import is_main
 
 METRICS_FILE = "metrics.jsonl"
@@ -42,19 +42,7 @@ def _end_torn_line(path: Path) -> None:
             f.write(b"\n")
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values from tensors, NumPy scalars and arrays; NaN/inf become null (strict JSON)."""
-    if hasattr(value, "tolist") and callable(value.tolist):  # torch.Tensor, np.ndarray, np.generic
-        value = value.tolist()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+_jsonable = jsonable  # the name this module's callers and tests use
 
 
 class MetricsLogger:

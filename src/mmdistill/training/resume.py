@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 
 from mmdistill.errors import CheckpointError
 from mmdistill.training.distributed import is_main
-from mmdistill.training.kill_hook import KILL_ENV, maybe_test_kill_at
+from mmdistill.training.kill_hook import maybe_test_kill_at
 from mmdistill.training.state_io import (
     atomic_save_tensors,
     atomic_write_text,
@@ -49,14 +49,14 @@ from mmdistill.training.state_io import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KILL_ENV", "RESUME_DIR", "STATE_FILE", "FitResumer", "ResumeState", "check_fingerprint",
+__all__ = ["RESUME_DIR", "STATE_FILE", "FitResumer", "ResumeState", "check_fingerprint",
            "clear_resume_state", "fit_fingerprint", "load_resume_state", "maybe_test_kill",
-           "maybe_test_kill_at", "save_resume_state"]
+           "save_resume_state"]
 
 RESUME_DIR = "resume"
 STATE_FILE = "state.json"
 FORMAT_VERSION = 1
-# KILL_ENV: test-only hook, ``<stage>:<epoch>:<point>`` makes the process SIGKILL itself at that point
+# kill_hook.KILL_ENV (test-only): ``<stage>:<epoch>:<point>`` makes the process SIGKILL itself at that point
 # of fit() (``logged``: after epoch ``<epoch>``'s metrics record is written, before its resume state
 # is; ``saved``: after the resume state is written). The other points: mmdistill.training.kill_hook.
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import warnings
@@ -36,7 +37,7 @@ hour of silence compresses to a small FLAC but decodes to gigabytes (an audio de
 _WAV_SHORT = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")  # libsndfile's log of a short WAV
 
 
-def load_audio(path: str | Path, target_rate: int) -> np.ndarray:
+def load_audio(path: str | Path, target_rate: int, data: bytes | None = None) -> np.ndarray:
     """Decode an audio file to a mono float32 waveform at ``target_rate``.
 
     Integer PCM of any width (8-bit unsigned, 16, 24, 32-bit) and u-law/A-law are scaled to
@@ -49,6 +50,7 @@ def load_audio(path: str | Path, target_rate: int) -> np.ndarray:
     Args:
         path: WAV, FLAC, OGG/Vorbis (any format libsndfile reads).
         target_rate: output sample rate in Hz.
+        data: the file's bytes, already read (a packed shard); ``path`` then only names it in messages.
 
     Returns:
         float32 array ``[N]`` with N >= 1.
@@ -58,10 +60,10 @@ def load_audio(path: str | Path, target_rate: int) -> np.ndarray:
             :data:`MAX_AUDIO_SECONDS`, or holds NaN/inf samples.
     """
     p = Path(path)
-    if not p.is_file():
+    if data is None and not p.is_file():
         raise DataError("audio file not found; check the path", path=str(p))
     try:
-        with sf.SoundFile(str(p)) as f:
+        with sf.SoundFile(str(p) if data is None else io.BytesIO(data)) as f:
             rate = f.samplerate
             if f.frames > MAX_AUDIO_SECONDS * rate:
                 length = f"{f.frames / rate:,.0f} s long ({f.frames:,} frames at {rate} Hz)"

@@ -7,6 +7,7 @@ student can each apply their own transform to the same pixels.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,7 +67,7 @@ def _corrupt(p: Path, e: Exception) -> DataError:
     return DataError(f"corrupt or unsupported image ({why}); re-export it as PNG or JPEG", path=str(p))
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """Decode an image file into a uint8 array.
 
     Grey images (1-bit, 8-bit, 16-bit, float) give ``[H, W]``; every other mode (RGB, RGBA,
@@ -76,6 +77,7 @@ def load_image(path: str | Path) -> np.ndarray:
 
     Args:
         path: image file in any format Pillow reads (PNG, JPEG, BMP, TIFF, WebP, ...).
+        data: the file's bytes, already read (a packed shard); ``path`` then only names it in messages.
 
     Returns:
         uint8 array ``[H, W]`` or ``[H, W, 3]``.
@@ -85,13 +87,13 @@ def load_image(path: str | Path) -> np.ndarray:
             :data:`MAX_IMAGE_PIXELS` (the message names it).
     """
     p = Path(path)
-    if not p.is_file():
+    if data is None and not p.is_file():
         raise DataError("image file not found; check the path", path=str(p))
     try:
         with warnings.catch_warnings():
             # Pillow warns above its limit (and raises above twice it); the size check below decides.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(p)
+            img = Image.open(p if data is None else io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise DataError(f"image too large to decode ({e}); downscale it to at most {MAX_IMAGE_PIXELS:,} "
                         "pixels (the model sees a small square anyway)", path=str(p)) from e
