@@ -12,7 +12,15 @@ from torch.utils.data import DataLoader
 from _helpers import write_manifest
 from mmdistill.data.datasets.manifest import read_manifest
 from mmdistill.data.loaders import make_stream_loader, set_loader_epoch
-from mmdistill.data.shards import INDEX_FILE, ShardStream, plan_epoch, read_index, read_split, sha256_file
+from mmdistill.data.shards import (
+    INDEX_FILE,
+    ShardStream,
+    iter_split,
+    plan_epoch,
+    read_index,
+    read_split,
+    sha256_file,
+)
 from mmdistill.errors import DataError
 
 pytest.importorskip("pyarrow")
@@ -150,6 +158,30 @@ def test_stream_memory_is_bounded_by_the_buffer_and_one_row_group(packed: tuple[
     plain = ShardStream(out, "train", shuffle=False)
     assert [r.id for r in plain] == [r.id for r in read_split(out, "train")]  # packing order
     assert plain.peak_buffer == 0
+
+
+def test_head_is_the_first_rows_in_packing_order_whatever_epoch_rank_or_shuffle(
+    packed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    manifest, out = packed
+    first = [r.id for r in read_split(out, "train")]
+    assert [r.id for r in iter_split(out, "train")] == first
+    for rank in (0, 1):
+        ds = ShardStream(out, "train", seed=3, rank=rank, world_size=2, transform=lambda r: r.id)
+        ds.set_epoch(5)
+        assert ds.head(7) == first[:7]  # transformed, not shuffled, not this rank's slice
+    assert [r.id for r in ShardStream(out, "train").head(100)] == first  # the whole split when shorter
+    assert ShardStream(out, "train").head(0) == []
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        ShardStream(out, "train").head(-1)
+    # Only the shards holding the first rows are read (and checked): a damaged second shard is not reached.
+    copy = tmp_path / "out"
+    pack_manifest(manifest, copy, rows_per_shard=5, row_group_rows=2, progress=False)
+    shard = copy / "train-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-8] + b"damaged!")
+    assert [r.id for r in ShardStream(copy, "train").head(5)] == first[:5]
+    with pytest.raises(DataError, match="checksum mismatch"):
+        ShardStream(copy, "train").head(6)
 
 
 def test_a_damaged_shard_is_refused_naming_it_and_the_fix(packed: tuple[Path, Path], tmp_path: Path) -> None:

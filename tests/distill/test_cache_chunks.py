@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,3 +117,39 @@ def test_a_damaged_chunk_of_an_interrupted_build_is_rewritten(tmp_path: Path, pa
     cache = _build(tmp_path, packed, teacher)
     assert written == [1, 2, 3]  # chunk 0 verified and kept; 1 failed its sha256: rewritten with the rest
     assert len(cache) == 14
+
+
+def _raw_teacher(records: list) -> dict[str, torch.Tensor]:
+    """A stand-in for ``Teacher.forward_raw``: outputs from the raw records themselves (no nn.Module)."""
+    mean = torch.tensor([float(np.asarray(r.image, dtype=np.float32).mean()) for r in records])
+    size = torch.tensor([[len(r.text or "")] for r in records], dtype=torch.float32)
+    return {"logits": torch.stack([mean, -mean], 1), "size": size}
+
+
+def _build_from(root: Path, fn: Callable[[list], Any], stream: ShardStream, fp: str) -> ChunkedTeacherCache:
+    return ChunkedTeacherCache.get_or_build_from(root, fn, stream, teacher_fp=fp, features=["size"],
+                                                 batch_size=3, chunk_rows=4, progress=False)
+
+
+def test_a_function_over_raw_records_is_cached_in_chunks_by_id(tmp_path: Path, packed: Path) -> None:
+    stream = ShardStream(packed, "train", seed=0)  # no transform: raw records, as forward_raw reads them
+    calls: list[int] = []
+
+    def fn(records: list) -> dict[str, torch.Tensor]:
+        calls.append(len(records))
+        return _raw_teacher(records)
+
+    cache = _build_from(tmp_path, fn, stream, "raw-v1")
+    records = read_split(packed, "train")
+    assert len(cache) == 14 and max(calls) <= 3 and sum(calls) == 14
+    got = cache.lookup([r.id for r in records][::-1])
+    want = _raw_teacher(records[::-1])
+    torch.testing.assert_close(got["logits"], want["logits"])
+    torch.testing.assert_close(got["size"], want["size"])
+    again = _build_from(tmp_path, fn, stream, "raw-v1")
+    assert again.key == cache.key and sum(calls) == 14  # opened, not recomputed
+    other = _build_from(tmp_path, fn, stream, "raw-v2")
+    assert other.key != cache.key  # another teacher fingerprint: another cache
+    with pytest.raises(CC.ConfigError, match="rows of 'logits'"):
+        ChunkedTeacherCache.get_or_build_from(tmp_path / "bad", lambda rs: torch.zeros(1, 2), stream,
+                                              teacher_fp="bad", batch_size=3, chunk_rows=4, progress=False)

@@ -224,14 +224,6 @@ def _stream_problems(cfg: Config) -> list[str]:
     if d.limit is not None:
         problems.append(f"data.limit: not supported with data.stream: true, got {show(d.limit)}; pack fewer "
                         "rows, or set data.limit: null")
-    if cfg.teacher.pretrained or cfg.teacher.external is not None:
-        problems.append("data.stream: a teacher.pretrained / teacher.external teacher reads raw records "
-                        "of the whole split in memory; set data.stream: false for this teacher")
-    heavy = [s for s in ("compress", "export") if s in cfg.stages]
-    if heavy:
-        problems.append(f"stages: {heavy} read batches of the train split in memory (pruning's Taylor "
-                        "batches, quantization calibration), which data.stream: true does not keep; remove "
-                        "them from stages or set data.stream: false")
     return problems
 
 

@@ -9,11 +9,13 @@ pixels), so packing is lossless and decoding runs the manifest's own loaders
 Two ways to read:
 
 - :func:`read_split`: every record of a split in memory (what ``data.source: shards`` does, and
-  ``data.stream: true`` for val/test); :func:`read_column`: one column (the tokenizer's text).
+  ``data.stream: true`` for val/test); :func:`iter_split`: the same records one at a time (one row
+  group in memory); :func:`read_column`: one column (the tokenizer's text).
 - :class:`ShardStream`: a torch ``IterableDataset`` that streams a split with bounded memory (one
   row group plus a shuffle buffer per reader), reshuffled per epoch, and split across DDP ranks
   and DataLoader workers so every row is read exactly once per epoch. ``data.stream: true`` streams the
-  train split with it (:mod:`mmdistill.recipes.data`, :mod:`mmdistill.training.epochs`).
+  train split with it (:mod:`mmdistill.recipes.data`, :mod:`mmdistill.training.epochs`);
+  :meth:`ShardStream.head` gives the split's first rows in packing order (fixed inputs).
 
 pyarrow is an optional dependency (``mmdistill[shards]``), imported lazily.
 """
@@ -24,6 +26,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +169,36 @@ class RowDecoder:
         )
 
 
+def packed_rows(
+    index: ShardIndex, split: str, decode: RowDecoder, *, verify: bool = True
+) -> Iterator[RawSample]:
+    """The records of ``split`` one at a time, in packing order (= manifest file order).
+
+    Holds one decoded row group at a time; a shard's sha256 is checked when it is first opened, so
+    stopping early (``itertools.islice``) reads and checks only the shards it reached.
+
+    Raises:
+        DataError: a shard is damaged (checksum) or a stored file does not decode.
+    """
+    pq = pyarrow_parquet()
+    for entry in index.splits[split]:
+        if verify:
+            verify_shard(index, entry)
+        pf = pq.ParquetFile(index.root / entry["file"])
+        for g in range(pf.num_row_groups):
+            for row in pf.read_row_group(g).to_pylist():
+                yield decode(row, entry["file"])
+
+
+def iter_split(
+    folder: str | Path | ShardIndex, split: str, *, tasks: Sequence[str] = (),
+    target_sample_rate: int = 16000, verify: bool = True,
+) -> Iterator[RawSample]:
+    """Every record of ``split`` in packing order, streamed (one row group in memory): :func:`packed_rows`."""
+    index = folder if isinstance(folder, ShardIndex) else read_index(folder)
+    return packed_rows(index, split, RowDecoder(index, tasks, target_sample_rate), verify=verify)
+
+
 def read_split(
     folder: str | Path | ShardIndex, split: str, *, tasks: Sequence[str] = (),
     target_sample_rate: int = 16000, verify: bool = True,
@@ -175,17 +208,7 @@ def read_split(
     Raises:
         DataError: a shard is damaged (checksum) or a stored file does not decode.
     """
-    pq = pyarrow_parquet()
-    index = folder if isinstance(folder, ShardIndex) else read_index(folder)
-    decode = RowDecoder(index, tasks, target_sample_rate)
-    out: list[RawSample] = []
-    for entry in index.splits[split]:
-        if verify:
-            verify_shard(index, entry)
-        pf = pq.ParquetFile(index.root / entry["file"])
-        for g in range(pf.num_row_groups):
-            out.extend(decode(row, entry["file"]) for row in pf.read_row_group(g).to_pylist())
-    return out
+    return list(iter_split(folder, split, tasks=tasks, target_sample_rate=target_sample_rate, verify=verify))
 
 
 def read_column(
@@ -329,6 +352,19 @@ class ShardStream(IterableDataset):
         """Rows of the smallest rank's slice per epoch (``R // world_size``): ranks read it or one more."""
         _, world, _, _ = self._reader()
         return sum(n for _, _, n in self.groups) // world
+
+    def head(self, n: int) -> list[Any]:
+        """The first ``n`` rows of the split in packing order (fewer if it is shorter), transformed.
+
+        Independent of the epoch, ``shuffle``, the DDP rank and the DataLoader worker: every process
+        gets the same rows, which makes fixed inputs (pruning's Taylor batches, quantization
+        calibration, an export's example input) of a streamed split. Reads only the row groups those
+        rows are in, holding one decoded row group plus the ``n`` rows returned.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        rows = islice(packed_rows(self.index, self.split, self.decode, verify=self.verify), n)
+        return [self.transform(r) if self.transform is not None else r for r in rows]
 
     def pieces(self) -> list[Piece]:
         """This reader's pieces of the current epoch (see :func:`plan_epoch`)."""

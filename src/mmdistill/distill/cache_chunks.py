@@ -22,6 +22,9 @@ is never in memory, so this cache is built differently:
   same files (:func:`~mmdistill.distill.cache_write.on_rank0_then_all`); lookups go by
   ``batch["id"]``, so the ranks' shuffled order does not matter. The id → row map (the ids only, not
   the outputs) is held in memory.
+- **Any teacher.** :meth:`ChunkedTeacherCache.get_or_build` runs an ``nn.Module`` on collated batches;
+  :meth:`ChunkedTeacherCache.get_or_build_from` runs a function on lists of the stream's items (raw
+  records: ``Teacher.forward_raw``, or a frozen encoder's embeddings with ``logits=False``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -102,25 +106,54 @@ def _chunk_stream(stream: ShardStream, k: int, n_chunks: int) -> ShardStream:
                        verify=stream.verify)
 
 
+ChunkRunner = Callable[[ShardStream], tuple[list[str], dict[str, np.ndarray]]]
+"""Computes one chunk's outputs: its rows' ids and ``{"logits": [n, K], "<feature>": [n, D]}``."""
+
+
+def _add_outputs(out: Any, features: list[str], parts: dict[str, list[np.ndarray]], rows: int, *,
+                 logits: bool = True) -> None:
+    """Check one batch's teacher result (``rows`` rows, see ``_outputs``); append its arrays to ``parts``.
+
+    ``logits=False``: only ``features`` are kept (an embedding store), the logits may be absent.
+    """
+    got, produced = _outputs(out)
+    if logits and got is None:
+        raise ConfigError("the teacher returned no logits; return ModelOutput or a mapping with 'logits'")
+    unknown = [f for f in features if f not in produced]
+    if unknown:
+        raise ConfigError(f"teacher feature(s) {unknown} not produced by the teacher; available: "
+                          f"{', '.join(sorted(produced)) or '(none)'}")
+    kept = ({"logits": got} if logits else {}) | {f: produced[f] for f in features}
+    for name, t in kept.items():
+        if t.ndim != 2:
+            raise ConfigError(f"teacher output '{name}' has shape {list(t.shape)}; only [B, D] outputs "
+                              "can be cached")
+        if t.shape[0] != rows:
+            raise ConfigError(f"the teacher returned {t.shape[0]} rows of '{name}' for a batch of {rows}; "
+                              "return one row per input")
+        parts.setdefault(name, []).append(t.detach().float().cpu().numpy())
+
+
 def _run_chunk(teacher: nn.Module, rows: ShardStream, features: list[str], files: dict[str, str],
                batch_size: int, device: torch.device) -> tuple[list[str], dict[str, np.ndarray]]:
     """The teacher's outputs over one chunk, in memory (``chunk_rows`` rows at most)."""
     ids: list[str] = []
     parts: dict[str, list[np.ndarray]] = {}
     for batch in make_stream_loader(rows, batch_size):
-        logits, produced = _outputs(teacher(move_batch(batch, device)))
-        if logits is None:
-            raise ConfigError("the teacher returned no logits; return ModelOutput or a mapping with 'logits'")
-        unknown = [f for f in features if f not in produced]
-        if unknown:
-            raise ConfigError(f"teacher feature(s) {unknown} not produced by the teacher; available: "
-                              f"{', '.join(sorted(produced)) or '(none)'}")
-        for name, t in {"logits": logits, **{f: produced[f] for f in features}}.items():
-            if t.ndim != 2:
-                raise ConfigError(f"teacher output '{name}' has shape {list(t.shape)}; only [B, D] outputs "
-                                  "can be cached")
-            parts.setdefault(name, []).append(t.detach().float().cpu().numpy())
+        _add_outputs(teacher(move_batch(batch, device)), features, parts, len(batch["id"]))
         ids.extend(str(i) for i in batch["id"])
+    return ids, {n: np.concatenate(p) for n, p in parts.items()}
+
+
+def _run_chunk_from(fn: Callable[[list[Any]], Any], rows: ShardStream, features: list[str],
+                    batch_size: int, logits: bool = True) -> tuple[list[str], dict[str, np.ndarray]]:
+    """``fn``'s outputs over one chunk of items (e.g. raw records: a stream without transform), in memory."""
+    ids: list[str] = []
+    parts: dict[str, list[np.ndarray]] = {}
+    items = iter(rows)
+    while chunk := list(islice(items, batch_size)):
+        _add_outputs(fn(chunk), features, parts, len(chunk), logits=logits)
+        ids.extend(str(r.id if hasattr(r, "id") else r["id"]) for r in chunk)  # RawSample or sample dict
     return ids, {n: np.concatenate(p) for n, p in parts.items()}
 
 
@@ -146,6 +179,19 @@ def _write_chunk(directory: Path, k: int, ids: list[str], arrays: dict[str, np.n
     atomic_write_json(tmp / CHUNK_FILE, info)
     os.replace(tmp, final)
     return info
+
+
+def _names(meta: dict[str, Any]) -> list[str]:
+    """The arrays a cache holds: ``logits`` (unless built with ``logits=False``) and its features."""
+    return (["logits"] if meta.get("logits", True) else []) + list(meta["features"])
+
+
+def chunked_key(teacher_fp: str, stream: ShardStream, features: Sequence[str], *,
+                extra: dict[str, Any] | None = None, logits: bool = True) -> str:
+    """The key of the chunked cache of (``teacher_fp``, ``stream``'s split + ``extra``, features):
+    what :meth:`ChunkedTeacherCache.open` takes to find a cache without building it."""
+    feats = sorted(dict.fromkeys(features))
+    return cache_key(teacher_fp, stream_fingerprint(stream, extra=extra), feats, logits=logits) + "-chunked"
 
 
 class ChunkedTeacherCache:
@@ -201,7 +247,7 @@ class ChunkedTeacherCache:
             ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
             arrays = {n: np.load(path / ("logits.npy" if n == "logits" else meta["feature_files"][n]),
                                  mmap_mode="r", allow_pickle=False)
-                      for n in ["logits", *meta["features"]]}
+                      for n in _names(meta)}
             chunks.append((ids, arrays))
         return cls(directory, meta, chunks)
 
@@ -217,29 +263,72 @@ class ChunkedTeacherCache:
             ConfigError: bad ``batch_size``/``chunk_rows``, unknown feature, ranks with other keys.
             CheckpointError: a complete cache with this key is damaged.
         """
+        feats = sorted(dict.fromkeys(features))
+        files = {f: feature_filename(f) for f in feats}
+        dev = torch.device(device)
+
+        def run(rows: ShardStream) -> tuple[list[str], dict[str, np.ndarray]]:
+            return _run_chunk(teacher, rows, feats, files, batch_size, dev)
+
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            return cls._get_or_build(root, run, stream, teacher_fp=model_fingerprint(teacher), features=feats,
+                                     extra=extra, batch_size=batch_size, chunk_rows=chunk_rows,
+                                     progress=progress)
+        finally:
+            teacher.train(was_training)
+
+    @classmethod
+    def get_or_build_from(cls, root: Path, fn: Callable[[list[Any]], Any], stream: ShardStream, *,
+                          teacher_fp: str, features: Sequence[str] = (), extra: dict[str, Any] | None = None,
+                          logits: bool = True, batch_size: int = 256, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                          progress: bool = True) -> ChunkedTeacherCache:
+        """:meth:`get_or_build` for a teacher that is not an ``nn.Module`` over collated batches.
+
+        The streamed twin of :meth:`TeacherCache.get_or_build_from
+        <mmdistill.distill.cache.TeacherCache.get_or_build_from>`: ``fn`` gets lists of at most
+        ``batch_size`` of ``stream``'s items (raw records when the stream has no transform: a
+        teacher with its own preprocessing, ``Teacher.forward_raw``) and returns ModelOutput, logits
+        or a mapping of ``[B, D]`` tensors; ``teacher_fp`` fingerprints what ``fn`` computes (weights
+        and preprocessing). ``logits=False`` stores ``features`` alone (a frozen encoder's embedding
+        store). Same chunks, order, layout, resume and rank behaviour.
+        """
+        feats = sorted(dict.fromkeys(features))
+        if not logits and not feats:
+            raise ConfigError("a cache without logits needs at least one feature name to store")
+
+        def run(rows: ShardStream) -> tuple[list[str], dict[str, np.ndarray]]:
+            return _run_chunk_from(fn, rows, feats, batch_size, logits)
+
+        return cls._get_or_build(root, run, stream, teacher_fp=teacher_fp, features=feats, extra=extra,
+                                 batch_size=batch_size, chunk_rows=chunk_rows, progress=progress,
+                                 logits=logits)
+
+    @classmethod
+    def _get_or_build(cls, root: Path, run: ChunkRunner, stream: ShardStream, *, teacher_fp: str,
+                      features: list[str], extra: dict[str, Any] | None, batch_size: int, chunk_rows: int,
+                      progress: bool, logits: bool = True) -> ChunkedTeacherCache:
         if batch_size < 1 or chunk_rows < 1:
             raise ConfigError(f"batch_size and chunk_rows must be >= 1, got {batch_size} and {chunk_rows}")
         root = Path(root)
-        feats = sorted(dict.fromkeys(features))
-        teacher_fp, data_fp = model_fingerprint(teacher), stream_fingerprint(stream, extra=extra)
-        key = cache_key(teacher_fp, data_fp, feats) + "-chunked"
+        data_fp = stream_fingerprint(stream, extra=extra)
+        key = chunked_key(teacher_fp, stream, features, extra=extra, logits=logits)
         final = cls.directory_for(root, key)
 
         def create(key: str) -> ChunkedTeacherCache:
             found = cls.open(root, key)
             if found is not None:
                 return found
-            cls._build(final, key, teacher, stream, feats, {"teacher": teacher_fp, "data": data_fp},
-                       batch_size=batch_size, chunk_rows=chunk_rows, progress=progress,
-                       device=torch.device(device))
+            cls._build(final, key, run, stream, features, {"teacher": teacher_fp, "data": data_fp},
+                       chunk_rows=chunk_rows, progress=progress, logits=logits)
             return cls.open(root, key)  # type: ignore[return-value]  # just written
 
         return on_rank0_then_all(key, create, lambda: cls.open(root, key), final)
 
     @classmethod
-    def _build(cls, directory: Path, key: str, teacher: nn.Module, stream: ShardStream, feats: list[str],
-               ingredients: dict[str, str], *, batch_size: int, chunk_rows: int, progress: bool,
-               device: torch.device) -> None:
+    def _build(cls, directory: Path, key: str, run: ChunkRunner, stream: ShardStream, feats: list[str],
+               ingredients: dict[str, str], *, chunk_rows: int, progress: bool, logits: bool = True) -> None:
         total = stream.index.rows(stream.split)
         n_chunks = max(1, math.ceil(total / chunk_rows))
         files = {f: feature_filename(f) for f in feats}
@@ -259,22 +348,17 @@ class ChunkedTeacherCache:
         if infos:
             log.info("teacher cache %s: resuming at chunk %d of %d (%d verified)", directory, len(infos),
                      n_chunks, len(infos))
-        was_training = teacher.training
-        teacher.eval()
-        try:
-            with torch.inference_mode():
-                bar = tqdm(range(len(infos), n_chunks), desc="teacher cache (chunks)", leave=False,
-                           disable=not (progress and dist_utils.is_main()))
-                for k in bar:
-                    ids, arrays = _run_chunk(teacher, _chunk_stream(stream, k, n_chunks), feats, files,
-                                             batch_size, device)
-                    infos.append(_write_chunk(directory, k, ids, arrays, files))
-        finally:
-            teacher.train(was_training)
+        with torch.inference_mode():
+            bar = tqdm(range(len(infos), n_chunks), desc="teacher cache (chunks)", leave=False,
+                       disable=not (progress and dist_utils.is_main()))
+            for k in bar:
+                ids, arrays = run(_chunk_stream(stream, k, n_chunks))
+                infos.append(_write_chunk(directory, k, ids, arrays, files))
         shapes = {n: [sum(i["shapes"][n][0] for i in infos), w] for n, (_, w) in infos[0]["shapes"].items()}
         meta = {
             "format": CHUNKED_FORMAT, "key": key, "ingredients": {**ingredients, "features": feats},
             "features": feats, "feature_files": files, "dtype": "float32", "rows": total, "shapes": shapes,
+            "logits": logits,
             "chunk_rows": chunk_rows, "chunks": infos,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "mmdistill_version": __version__, "torch_version": torch.__version__,
@@ -308,7 +392,7 @@ class ChunkedTeacherCache:
                                  f"({len(self)} rows); the data changed since the cache was built") from None
         return {n: torch.from_numpy(np.stack([np.asarray(self._arrays[c][n][r], dtype=np.float32)
                                               for c, r in where]))
-                for n in ["logits", *self.features]}
+                for n in _names(self.meta)}
 
     def describe(self) -> dict[str, Any]:
         """A JSON-serializable summary for logs and reports."""

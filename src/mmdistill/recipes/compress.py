@@ -17,12 +17,12 @@ from typing import Any
 from mmdistill.config.compress_checks import PRUNED, SPARSE, compress_source, qat_name
 from mmdistill.config.schema import Config, DistillStudentConfig, DistillTermConfig, TrainConfig
 from mmdistill.config.schema_compress import RecoveryConfig
-from mmdistill.data.loaders import make_loader
+from mmdistill.data.loaders import SampleDataset, make_loader
 from mmdistill.errors import CheckpointError
 from mmdistill.io_atomic import atomic_write_json
 from mmdistill.models.checkpoint import read_model_json, save_model
 from mmdistill.models.multimodal import MultimodalModel
-from mmdistill.recipes.data import DataBundle
+from mmdistill.recipes.data import DataBundle, first_train_samples
 from mmdistill.recipes.distill import distill_student, load_teachers
 from mmdistill.recipes.train import checkpoint_extra, load_trained
 from mmdistill.training.distributed import barrier, is_main
@@ -55,8 +55,25 @@ def recovery_variant(rec: RecoveryConfig, cfg: Config) -> DistillStudentConfig:
 
 
 def split_batches(data: DataBundle, split: str, batch_size: int, limit: int | None = None) -> list[dict]:
-    """Collated batches of ``split`` in a fixed order (at most ``limit``)."""
-    loader = make_loader(data.splits[split], batch_size, shuffle=False, seed=0)
+    """Collated batches of ``split`` in a fixed order, dataset (= file) order (at most ``limit``).
+
+    The train split streamed (``data.stream``) gives the same batches as in memory: the first
+    ``limit * batch_size`` rows of the shards in packing order
+    (:func:`~mmdistill.recipes.data.first_train_samples`), whatever the epoch shuffle; only those
+    rows are read, so ``limit`` is required there.
+
+    Raises:
+        ValueError: the train split is streamed and ``limit`` is None (that would hold the whole split).
+    """
+    dataset: SampleDataset
+    if split == "train" and data.train_stream is not None:
+        if limit is None:
+            raise ValueError("split_batches: the train split is streamed (data.stream: true), so a batch "
+                             "limit is required; pass limit=N to read its first N batches")
+        dataset = SampleDataset(first_train_samples(data, limit * batch_size))
+    else:
+        dataset = data.splits[split]
+    loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
     out = []
     for batch in loader:
         out.append(batch)

@@ -8,7 +8,8 @@ With ``data.stream: true`` (shards only) the train split is not read into memory
 :class:`~mmdistill.data.shards.ShardStream` that decodes and preprocesses rows on the fly (same
 :class:`~mmdistill.data.preprocess.Preprocessor`), the tokenizer is fitted on the train shards'
 text column alone, and val/test stay in memory. :func:`train_loader` gives the train stages the
-right loader for either case.
+right loader for either case, :func:`first_train_samples` the train split's first rows in file order
+(pruning's Taylor batches, quantization calibration, the export example).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from torch.utils.data import DataLoader
 
 from mmdistill.config.schema import Config
+from mmdistill.data.batch import Sample
 from mmdistill.data.loaders import SampleDataset, make_loader
 from mmdistill.data.preprocess import Preprocessor
 from mmdistill.data.records import SPLITS, RawSample
@@ -55,7 +57,8 @@ class DataBundle:
         source: human-readable description of where the data came from.
         raw: split → the raw records (same order as ``splits``), kept only when the teacher reads
             raw records with its own preprocessing (``teacher.pretrained`` / ``teacher.external``;
-            see :mod:`mmdistill.recipes.teacher`); None otherwise, so ordinary runs free them.
+            see :mod:`mmdistill.recipes.teacher`); None otherwise, so ordinary runs free them. With
+            ``data.stream`` it holds val and test only (the teacher reads train from the shards).
         train_stream: with ``data.stream``, the train split as a shuffled stream of preprocessed
             samples; ``splits`` then holds only val and test. None for in-memory data.
     """
@@ -78,6 +81,19 @@ class DataBundle:
         if self.train_stream is not None:
             return self.train_stream.index.rows("train")
         return len(self.splits["train"])
+
+
+def first_train_samples(data: DataBundle, n: int) -> list[Sample]:
+    """The first ``n`` preprocessed rows of the train split in file order (all of it when shorter).
+
+    The same rows whether the split is in memory or streamed (``data.stream``: read from the shards
+    in packing order, which is manifest order, by :meth:`~mmdistill.data.shards.ShardStream.head`),
+    and independent of the epoch shuffle and the DDP rank. Memory: the ``n`` rows. This is what
+    pruning's Taylor batches, quantization calibration and the export example input read.
+    """
+    if data.train_stream is not None:
+        return data.train_stream.head(n)
+    return list(data.splits["train"].samples[:n])
 
 
 def train_loader(
@@ -274,16 +290,17 @@ def _prepare_streamed(cfg: Config, run_dir: Path) -> DataBundle:
     tokenizer = _tokenizer(cfg, None, run_dir)
     pre = preprocessor_from_config(cfg, tokenizer)
     show = data.num_workers == 0 and cfg.logging.progress and not cfg.logging.quiet
-    splits = {s: SampleDataset(pre.process_all(read_split(index, s, tasks=data.tasks,
-                                                          target_sample_rate=data.audio.sample_rate),
-                                               desc=f"preprocess {s}", progress=show))
-              for s in SPLITS if s != "train"}
+    raw = {s: read_split(index, s, tasks=data.tasks, target_sample_rate=data.audio.sample_rate)
+           for s in SPLITS if s != "train"}
+    splits = {s: SampleDataset(pre.process_all(recs, desc=f"preprocess {s}", progress=show))
+              for s, recs in raw.items()}
     stream = ShardStream(index, "train", transform=pre, shuffle=True, seed=cfg.seed,
                          tasks=data.tasks, target_sample_rate=data.audio.sample_rate)
     bundle = DataBundle(
         splits=splits, classes=list(index.classes), tasks={t: len(index.task_classes[t]) for t in data.tasks},
         vocab_size=tokenizer.vocab_size if tokenizer is not None else 0, skipped=list(index.skipped),
         source=source, train_stream=stream,
+        raw=raw if teacher_kind(cfg) != "mmdistill" else None,  # val/test only: train is read from the shards
     )
     log.info("data: train streamed from %s (%d rows, shuffle buffer %d), val/test in memory",
              data.shards, index.rows("train"), stream.buffer_size)

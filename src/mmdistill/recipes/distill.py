@@ -41,7 +41,7 @@ from mmdistill.recipes.run_teachers import (  # re-exported: the distill stage's
     teacher_directory,
     teacher_keys,
 )
-from mmdistill.recipes.teacher import CACHE_DIR, raw_records
+from mmdistill.recipes.teacher import CACHE_DIR, raw_teacher_cache
 from mmdistill.recipes.train import TrainedModel, checkpoint_extra, spec_for
 from mmdistill.training.distributed import get_dist_info, is_main
 from mmdistill.training.logging import MetricsLogger
@@ -83,10 +83,8 @@ def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Conf
     for name, features in strategy.required_features().items():
         teacher = strategy.teachers[name]
         if hasattr(teacher, "forward_raw"):  # its own preprocessing: keyed by the raw records, by id
-            from mmdistill.teachers import teacher_cache
-
-            cache = teacher_cache(run_dir / CACHE_DIR, teacher, raw_records(data, "train"),  # type: ignore[arg-type]
-                                  features=features, batch_size=cfg.data.eval_batch_size, progress=show)
+            # (streamed train split: one chunked pass over its raw rows)
+            cache = raw_teacher_cache(run_dir, teacher, data, cfg, features=features)  # type: ignore[arg-type]
             log.info("teacher outputs: cache %s (%s, raw records)", cache.directory, name)
             caches[name] = cache
             continue

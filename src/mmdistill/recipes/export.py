@@ -2,7 +2,8 @@
 
 For every exported student ``<v>`` (``export.variants``) it writes ``export/<v>.onnx`` (fp32,
 verified against eager: max |error| and top-1 agreement on the test split, a miss fails the
-stage), ``export/<v>.int8.onnx`` (static QDQ calibrated on training batches) and optionally
+stage), ``export/<v>.int8.onnx`` (static QDQ calibrated on the first training batches in file
+order, read from the shards when the train split streams) and optionally
 ``export/<v>.dyn8.onnx``, each int8 file checked for agreement with eager. Then every artifact and
 the fp32 eager teacher are timed, each in its own process (:mod:`mmdistill.evaluation.latency`),
 compressed artifacts slower than their parent on the same runtime are flagged, and
@@ -24,11 +25,12 @@ import torch
 
 from mmdistill.config.compress_checks import PRUNED, SPARSE, compress_source
 from mmdistill.config.schema import Config
+from mmdistill.data.collate import collate
 from mmdistill.errors import CheckpointError
 from mmdistill.evaluation.efficiency import bytes_on_disk
 from mmdistill.io_atomic import atomic_path, atomic_write_json
 from mmdistill.recipes.compress import split_batches
-from mmdistill.recipes.data import DataBundle
+from mmdistill.recipes.data import DataBundle, first_train_samples
 from mmdistill.recipes.evaluate import example_batch_fn
 from mmdistill.recipes.train import load_trained
 from mmdistill.training.kill_hook import maybe_test_kill_at
@@ -116,6 +118,13 @@ def runtime_quality(
     return out
 
 
+def example_input(data: DataBundle, rows: int = 8) -> dict[str, Any]:
+    """The batch ONNX export traces: the train split's first ``rows`` rows in file order (cycled when
+    it is shorter), read from the shards when the split is streamed (``data.stream``)."""
+    samples = first_train_samples(data, rows)
+    return collate([samples[i % len(samples)] for i in range(rows)])
+
+
 def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, Any]:
     """Export, quantize, verify and time the configured students; write ``export/results.json``."""
     from mmdistill.compression.ort_quant import calibration_feeds, quantize_dynamic_onnx, quantize_static_onnx
@@ -128,7 +137,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     test = split_batches(data, "test", cfg.data.eval_batch_size)
     train = split_batches(data, "train", cfg.data.batch_size, limit=e.quantize.calibration_batches)
-    example = example_batch_fn(data, "train")(8)
+    example = example_input(data)
     kinds = (["int8"] if e.quantize.static else []) + (["dyn8"] if e.quantize.dynamic else [])
     artifacts: dict[str, dict[str, Any]] = {}
     for v in names:

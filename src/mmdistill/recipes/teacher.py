@@ -5,7 +5,8 @@ external model (``teacher.pretrained`` / ``teacher.external``; guide: ``docs/tea
   once per sample into an embedding store (``cache/embeddings/``, over the raw records of every
   split), train the head model (the trained modalities' mmdistill encoders, the fusion and the
   head) with the supervised recipe on :func:`~mmdistill.teachers.frozen.teacher_samples`, and save
-  ``teacher/teacher.json`` + ``teacher/head/``.
+  ``teacher/teacher.json`` + ``teacher/head/``. With ``data.stream`` the train split's embeddings
+  are one chunked pass over the shards and the head trains on the stream (:func:`open_stores`).
 * ``external``: nothing trains; ``teacher/external.json`` records the config section, the
   teacher's preprocessing and its fingerprint, so the run folder describes its teacher and later
   stages rebuild exactly that teacher (or refuse when its files changed).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from mmdistill.data.batch import PRIMARY_TASK
 from mmdistill.data.loaders import SampleDataset
 from mmdistill.data.records import SPLITS, RawSample
 from mmdistill.distill.cache import TeacherCache
+from mmdistill.distill.cache_chunks import ChunkedTeacherCache
 from mmdistill.errors import CheckpointError, DataError
 from mmdistill.io_atomic import atomic_write_text
 from mmdistill.recipes.data import TOKENIZER_FILE, DataBundle
@@ -82,7 +85,31 @@ def raw_records(data: DataBundle, split: str | None = None) -> list[RawSample]:
         raise DataError("this run's data holds no raw records (DataBundle.raw is None): only a teacher "
                         "with teacher.pretrained or teacher.external reads them; prepare the data with "
                         "that config")
+    missing = [s for s in ([split] if split is not None else SPLITS) if s not in data.raw]
+    if missing:
+        raise DataError(f"the raw records of the {'/'.join(missing)} split are not held in memory: it is "
+                        "streamed (data.stream: true); read it with one pass over the shards "
+                        "(raw_teacher_cache, mmdistill.data.shards.iter_split), or set data.stream: false")
     return list(data.raw[split]) if split is not None else [r for s in SPLITS for r in data.raw[s]]
+
+
+def raw_teacher_cache(run_dir: Path, teacher: Teacher, data: DataBundle, cfg: Config, *,
+                      features: Sequence[str] = ()) -> TeacherCache | ChunkedTeacherCache:
+    """The raw-record teacher's outputs on the train split, cached under ``run_dir/cache`` (distill).
+
+    In memory: :func:`~mmdistill.teachers.stores.teacher_cache` over the kept raw records. Streamed
+    (``data.stream``): :func:`~mmdistill.teachers.stores.streamed_teacher_cache`, one chunked pass over
+    the train shards' raw rows (bounded memory). Both are looked up by sample id.
+    """
+    from mmdistill.teachers import streamed_teacher_cache, teacher_cache
+
+    show = cfg.logging.progress and not cfg.logging.quiet
+    root = Path(run_dir) / CACHE_DIR
+    if data.train_stream is not None:
+        return streamed_teacher_cache(root, teacher, data.train_stream, features=features,
+                                      batch_size=cfg.data.eval_batch_size, progress=show)
+    return teacher_cache(root, teacher, raw_records(data, "train"), features=features,
+                         batch_size=cfg.data.eval_batch_size, progress=show)
 
 
 def open_stores(plan: TeacherPlan, data: DataBundle, run_dir: Path, cfg: Config, *,
@@ -91,8 +118,11 @@ def open_stores(plan: TeacherPlan, data: DataBundle, run_dir: Path, cfg: Config,
 
     Every process of a distributed run must call it (rank 0 builds, the others wait); ``local=True``
     only opens stores that exist, without any collective call (a store that is missing is left out:
-    its embeddings are then computed when needed), for code that runs on rank 0 alone.
+    its embeddings are then computed when needed), for code that runs on rank 0 alone. With
+    ``data.stream`` each store is two joined (:func:`_streamed_stores`).
     """
+    if data.train_stream is not None:
+        return _streamed_stores(plan, data, run_dir, cfg, local=local)
     records = raw_records(data)
     root = Path(run_dir) / CACHE_DIR / EMBEDDINGS_DIR
     show = cfg.logging.progress and not cfg.logging.quiet
@@ -112,6 +142,59 @@ def open_stores(plan: TeacherPlan, data: DataBundle, run_dir: Path, cfg: Config,
     return stores
 
 
+def _streamed_stores(plan: TeacherPlan, data: DataBundle, run_dir: Path, cfg: Config, *,
+                     local: bool) -> dict[str, Any]:
+    """:func:`open_stores` of a streamed run: per stored encoder, val/test embeddings built from their
+    in-memory raw records and train's in one chunked pass over the shards, read as one
+    :class:`~mmdistill.teachers.stores.SplitStore`."""
+    from mmdistill.teachers.stores import (
+        SplitStore,
+        open_streamed_embedding_store,
+        streamed_embedding_store,
+    )
+
+    assert data.train_stream is not None
+    held = [r for s in SPLITS if s != "train" for r in raw_records(data, s)]
+    root = Path(run_dir) / CACHE_DIR / EMBEDDINGS_DIR
+    show = cfg.logging.progress and not cfg.logging.quiet
+    bs = cfg.data.eval_batch_size
+    stores: dict[str, Any] = {}
+    for m in plan.stored:
+        enc = plan.encoders[m]
+        if local:
+            parts = [open_embedding_store(root, enc, held),
+                     open_streamed_embedding_store(root, enc, data.train_stream)]
+            if any(p is None for p in parts):
+                log.warning("teacher: no %s embedding store in %s; computing those embeddings again", m, root)
+                continue
+        else:
+            parts = [embedding_store(root, enc, held, batch_size=bs, progress=show),
+                     streamed_embedding_store(root, enc, data.train_stream, batch_size=bs, progress=show)]
+        stores[m] = SplitStore(parts)  # type: ignore[arg-type]
+        log.info("teacher: %s embeddings of '%s' in %s (%d rows, train streamed)", m, plan.specs[m].name,
+                 root, len(stores[m]))
+    return stores
+
+
+def _head_data(data: DataBundle, plan: TeacherPlan, stores: dict[str, Any]) -> DataBundle:
+    """The data the head model trains on: :func:`teacher_samples` of every split (in memory), or with
+    ``data.stream`` of val/test, the train split streaming through a
+    :class:`~mmdistill.teachers.frozen.TeacherSampleTransform` (same seed and shuffle buffer)."""
+    if data.train_stream is None:
+        return replace(data, splits={s: SampleDataset(teacher_samples(raw_records(data, s), plan, stores))
+                                     for s in SPLITS})
+    from mmdistill.data.shards import ShardStream
+    from mmdistill.teachers.frozen import TeacherSampleTransform
+
+    st = data.train_stream
+    train = ShardStream(st.index, st.split, transform=TeacherSampleTransform(plan, stores), shuffle=True,
+                        seed=st.seed, buffer_size=st.buffer_size, tasks=st.decode.tasks,
+                        target_sample_rate=st.decode.rate, verify=st.verify)
+    splits = {s: SampleDataset(teacher_samples(raw_records(data, s), plan, stores))
+              for s in SPLITS if s != "train"}
+    return replace(data, splits=splits, train_stream=train)
+
+
 def _head_extra(data: DataBundle, cfg: Config, plan: TeacherPlan) -> dict[str, Any]:
     return {"classes": data.classes, "tasks": data.tasks, "stage": "teacher", "seed": cfg.seed,
             "teacher_kind": "frozen_encoders", "preprocessing": plan.preprocessing.settings()}
@@ -120,6 +203,9 @@ def _head_extra(data: DataBundle, cfg: Config, plan: TeacherPlan) -> dict[str, A
 def train_frozen_teacher(cfg: Config, data: DataBundle, run_dir: Path, *, logger: MetricsLogger,
                          resume: bool = False) -> FrozenEncodersTeacher:
     """Build the pretrained encoders, fill their embedding stores, train and save the head model.
+
+    With ``data.stream`` the train split's embeddings are computed in one chunked pass over the
+    shards and the head trains on the stream (per-row samples, bounded memory), like any student.
 
     ``resume=True`` continues an interrupted head training from ``teacher/head/resume``; the
     embedding stores are reopened, not recomputed.
@@ -132,11 +218,15 @@ def train_frozen_teacher(cfg: Config, data: DataBundle, run_dir: Path, *, logger
     stores = open_stores(plan, data, run_dir, cfg)
     tasks = {PRIMARY_TASK: data.num_classes, **data.tasks} if data.tasks else None
     spec = config_head_spec(cfg, plan, num_classes=data.num_classes, tasks=tasks)
-    splits = {s: SampleDataset(teacher_samples(raw_records(data, s), plan, stores)) for s in SPLITS}
     directory = Path(run_dir) / TEACHER_DIR
     log.info("teacher: training its head on %s (%s)", "+".join(spec["encoders"]), data.source)
-    trained = train_model(spec, replace(data, splits=splits), cfg, cfg.teacher.train, directory / HEAD_DIR,
-                          stage="teacher", logger=logger, seed=cfg.seed, resume=resume)
+    head_cfg = cfg
+    if data.train_stream is not None and cfg.data.num_workers:  # the transform holds encoders and stores
+        log.info("teacher: the head's streamed samples are made in the main process (data.num_workers "
+                 "applies to the other stages)")
+        head_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": 0})})
+    trained = train_model(spec, _head_data(data, plan, stores), head_cfg, cfg.teacher.train,
+                          directory / HEAD_DIR, stage="teacher", logger=logger, seed=cfg.seed, resume=resume)
     teacher = FrozenEncodersTeacher(plan, trained.model, stores=stores)
     if is_main():
         save_frozen_teacher(directory, teacher, extra=_head_extra(data, cfg, plan))

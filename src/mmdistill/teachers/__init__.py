@@ -26,7 +26,12 @@ from mmdistill.teachers.frozen import (
 from mmdistill.teachers.head import register_head_encoders
 from mmdistill.teachers.preprocess import PreprocessSpec
 from mmdistill.teachers.registry import PRETRAINED_ENCODERS, TORCH_MODULES, register_all
-from mmdistill.teachers.stores import EMBEDDINGS_DIR, embedding_store, teacher_cache
+from mmdistill.teachers.stores import (
+    EMBEDDINGS_DIR,
+    embedding_store,
+    streamed_teacher_cache,
+    teacher_cache,
+)
 
 register_all()
 
@@ -34,6 +39,6 @@ __all__ = [
     "EMBEDDINGS_DIR", "EncoderSpec", "FrozenEncodersTeacher", "PRETRAINED_ENCODERS", "PreprocessSpec",
     "PretrainedEncoder", "RawBatch", "TORCH_MODULES", "Teacher", "TeacherPlan", "TorchTeacher",
     "embedding_store", "head_spec", "load_frozen_teacher", "load_mmdistill_teacher", "mmdistill_teacher",
-    "register_all", "register_head_encoders", "save_frozen_teacher", "teacher_cache", "teacher_samples",
-    "torch_teacher",
+    "register_all", "register_head_encoders", "save_frozen_teacher", "streamed_teacher_cache",
+    "teacher_cache", "teacher_samples", "torch_teacher",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from torch import nn
 from mmdistill import MODALITIES
 from mmdistill.data.batch import Sample
 from mmdistill.data.collate import collate
+from mmdistill.data.preprocess import Preprocessor
+from mmdistill.data.records import RawSample
 from mmdistill.distill.cache import TeacherCache
 from mmdistill.distill.fingerprint import model_fingerprint
 from mmdistill.errors import CheckpointError, ConfigError
@@ -138,13 +141,21 @@ def head_spec(plan: TeacherPlan, *, num_classes: int, preset: str = "teacher", v
                       fusion=fusion, head=head)
 
 
-def teacher_samples(records: RawBatch, plan: TeacherPlan,
-                    stores: Mapping[str, TeacherCache] | None = None) -> list[Sample]:
+def _held(store: Any) -> AbstractSet[str]:
+    """The ids ``store`` holds, as a set (a :class:`~mmdistill.teachers.stores.SplitStore` gives a view)."""
+    if store is None:
+        return set()
+    return store.ids if isinstance(store.ids, AbstractSet) else set(store.ids)
+
+
+def teacher_samples(records: RawBatch, plan: TeacherPlan, stores: Mapping[str, Any] | None = None, *,
+                    pre: Preprocessor | None = None) -> list[Sample]:
     """The head model's samples: stored modalities hold embeddings, the others the teacher's inputs.
 
     Stored embeddings come from ``stores`` (modality → embedding store, built over these same
     records: it is read by id) for ids it holds, else are computed now. A record without a
-    modality gives a sample without it (absent, as usual).
+    modality gives a sample without it (absent, as usual). ``pre``: the trained modalities'
+    preprocessor, when the caller keeps one (default: built from ``plan.preprocessing``).
 
     Shapes:
         stored ``<m>``: ``[D_m]`` float32; fine-tuned: the encoder's own input (token ids ``[T]``);
@@ -158,7 +169,7 @@ def teacher_samples(records: RawBatch, plan: TeacherPlan,
     for m in plan.stored:
         rows = present_rows(records, m)
         store = (stores or {}).get(m)
-        held = set(store.ids) if store is not None else set()
+        held = _held(store)
         stored = [i for i in rows if records[i].id in held]
         if stored:
             got = store.lookup([records[i].id for i in stored])[embedding_feature(m)]  # type: ignore[union-attr]
@@ -176,10 +187,28 @@ def teacher_samples(records: RawBatch, plan: TeacherPlan,
         for i, x in zip(rows, plan.encoders[m].preprocess([records[i] for i in rows]), strict=True):
             samples[i][m] = x
     if plan.trained:
-        own = plan.preprocessing.preprocessor(plan.trained).process_all(records, progress=False)
+        pre = pre if pre is not None else plan.preprocessing.preprocessor(plan.trained)
+        own = pre.process_all(records, progress=False)
         for s, o in zip(samples, own, strict=True):
             s.update({m: o[m] for m in plan.trained if m in o})
     return samples
+
+
+class TeacherSampleTransform:
+    """One raw record → its head-model sample (:func:`teacher_samples`), with one preprocessor kept.
+
+    The transform of the streamed train split (``data.stream``) on which the head model trains:
+    stored embeddings are read from ``stores`` by id, the trained modalities preprocessed per row.
+    """
+
+    def __init__(self, plan: TeacherPlan, stores: Mapping[str, Any] | None = None) -> None:
+        self.plan, self.stores = plan, dict(stores or {})
+        self._pre: Preprocessor | None = None
+
+    def __call__(self, record: RawSample) -> Sample:
+        if self._pre is None and self.plan.trained:
+            self._pre = self.plan.preprocessing.preprocessor(self.plan.trained)
+        return teacher_samples([record], self.plan, self.stores, pre=self._pre)[0]
 
 
 class FrozenEncodersTeacher(nn.Module):

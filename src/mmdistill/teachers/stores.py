@@ -10,17 +10,25 @@ Both are :class:`~mmdistill.distill.cache.TeacherCache` directories (one format,
   the labels does not recompute the text embeddings. Rows without the modality hold zeros.
 * a **teacher cache** (:func:`teacher_cache`) holds a raw-record teacher's logits and features,
   keyed by :meth:`Teacher.fingerprint` and the raw records it reads; the distill strategy reads it
-  by sample id exactly like the cache of an mmdistill teacher.
+  by sample id exactly like the cache of an mmdistill teacher. A streamed train split
+  (``data.stream``) gets the chunked twin, :func:`streamed_teacher_cache`.
+
+With ``data.stream`` the train split's embeddings go to a chunked store
+(:func:`streamed_embedding_store`) and val/test's to an ordinary one, joined by :class:`SplitStore`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import ChainMap
+from collections.abc import KeysView, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from mmdistill.data.shards import ShardStream
 from mmdistill.distill.cache import TeacherCache
+from mmdistill.distill.cache_chunks import ChunkedTeacherCache, chunked_key
 from mmdistill.teachers.base import PretrainedEncoder, RawBatch, Teacher, present_rows
 from mmdistill.teachers.fingerprint import raw_fingerprint
 
@@ -86,6 +94,109 @@ def open_embedding_store(root: str | Path, encoder: PretrainedEncoder, records: 
                                                            labels=False),
                     [feature], dtype=dtype, logits=False)
     return TeacherCache.open(Path(root), key)
+
+
+def _raw_stream(stream: ShardStream) -> ShardStream:
+    """``stream``'s split as raw records in packing order (no transform, no shuffle): what a raw-record
+    teacher or a frozen encoder reads in its one pass over a streamed split."""
+    return ShardStream(stream.index, stream.split, transform=None, shuffle=False, tasks=stream.decode.tasks,
+                       target_sample_rate=stream.decode.rate, verify=stream.verify)
+
+
+def _embedding_extra(modality: str) -> dict[str, Any]:
+    return {"embedding_store": modality}
+
+
+def streamed_embedding_store(root: str | Path, encoder: PretrainedEncoder, stream: ShardStream, *,
+                             batch_size: int = 64, progress: bool = True) -> ChunkedTeacherCache:
+    """:func:`embedding_store` over a streamed split (``data.stream``): one chunked pass over its raw rows.
+
+    A features-only :class:`ChunkedTeacherCache` of ``"<m>.embedding"`` (``logits=False``), keyed by
+    the encoder's fingerprint and the shards' checksums (so, unlike the in-memory store, any change to
+    the shards recomputes it). Memory: one chunk of embeddings and one row group.
+    """
+    m = encoder.modality
+    feature = embedding_feature(m)
+    return ChunkedTeacherCache.get_or_build_from(
+        Path(root), lambda chunk: {feature: embed_rows(encoder, chunk)}, _raw_stream(stream),
+        teacher_fp=encoder.fingerprint(), features=[feature], extra=_embedding_extra(m), logits=False,
+        batch_size=batch_size, progress=progress,
+    )
+
+
+def open_streamed_embedding_store(root: str | Path, encoder: PretrainedEncoder,
+                                  stream: ShardStream) -> ChunkedTeacherCache | None:
+    """The store :func:`streamed_embedding_store` would open, or None when it was never built (local:
+    no collective call, nothing computed)."""
+    m = encoder.modality
+    key = chunked_key(encoder.fingerprint(), _raw_stream(stream), [embedding_feature(m)],
+                      extra=_embedding_extra(m), logits=False)
+    return ChunkedTeacherCache.open(Path(root), key)
+
+
+class SplitStore:
+    """Several embedding stores of one encoder read as one, by id (each id in one of them).
+
+    A streamed run (``data.stream``) keeps the val/test embeddings in an in-memory-built
+    :class:`TeacherCache` and the train split's in a :class:`ChunkedTeacherCache`; this joins them
+    so :func:`~mmdistill.teachers.frozen.teacher_samples` and ``forward_raw`` see one store.
+
+    Attributes:
+        parts: the stores; ids: a set-like view of every id (no copy of the stores' id maps).
+    """
+
+    def __init__(self, parts: Sequence[TeacherCache | ChunkedTeacherCache]) -> None:
+        if not parts:
+            raise ValueError("SplitStore needs at least one store")
+        self.parts = list(parts)
+        self._maps = [p._row for p in self.parts]  # both cache classes index their rows by id
+        self.ids: KeysView[str] = ChainMap(*self._maps).keys()  # type: ignore[arg-type]
+        self.directory = self.parts[-1].directory
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Every store's outputs for ``ids``, in the order given (``[len(ids), D]`` per name).
+
+        Raises:
+            CacheMissError: an id is in none of the stores.
+        """
+        from mmdistill.distill.cache import CacheMissError
+
+        groups: dict[int, list[int]] = {}
+        for pos, sid in enumerate(ids):
+            part = next((k for k, m in enumerate(self._maps) if str(sid) in m), None)
+            if part is None:
+                raise CacheMissError(f"sample id {sid!r} is in none of the embedding stores "
+                                     f"({', '.join(str(p.directory) for p in self.parts)})")
+            groups.setdefault(part, []).append(pos)
+        out: dict[str, torch.Tensor] = {}
+        for part, positions in groups.items():
+            got = self.parts[part].lookup([ids[i] for i in positions])
+            for name, t in got.items():
+                if name not in out:
+                    out[name] = torch.empty(len(ids), *t.shape[1:], dtype=t.dtype)
+                out[name][positions] = t
+        return out
+
+
+def streamed_teacher_cache(root: str | Path, teacher: Teacher, stream: ShardStream, *,
+                           features: Sequence[str] = (), batch_size: int = 64,
+                           progress: bool = True) -> ChunkedTeacherCache:
+    """:func:`teacher_cache` over a streamed split (``data.stream``): one chunked pass over its raw rows.
+
+    ``teacher.forward_raw`` reads the split's raw records in packing order (a copy of ``stream``
+    without its transform: the teacher's own preprocessing), ``batch_size`` at a time, and the
+    outputs are written chunk by chunk by :meth:`ChunkedTeacherCache.get_or_build_from`
+    (checksummed, resumable, rank 0 builds). Memory: one chunk of outputs and one row group. Keyed by
+    :meth:`Teacher.fingerprint` and the shards' checksums; looked up by sample id like the others.
+    """
+    return ChunkedTeacherCache.get_or_build_from(
+        Path(root), teacher.forward_raw, _raw_stream(stream), teacher_fp=teacher.fingerprint(),
+        features=features, extra={"raw_records": True, "modalities": list(teacher.modalities)},
+        batch_size=batch_size, progress=progress,
+    )
 
 
 def teacher_cache(root: str | Path, teacher: Teacher, records: RawBatch, *, features: Sequence[str] = (),
