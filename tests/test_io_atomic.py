@@ -192,3 +192,20 @@ def test_metrics_log_ends_a_torn_line_before_appending(tmp_path: Path) -> None:
     drop_stage_records(p, "s", 2)
     assert [json.loads(x)["epoch"] for x in p.read_text().splitlines() if x.startswith('{"stage": "s", "ep')
             and x.endswith("}")] == [1, 2]
+
+
+def test_remove_stale_temps_takes_only_our_temporary_names(tmp_path: Path) -> None:
+    from mmdistill.io_atomic import _temp_name, remove_stale_temps
+
+    stale = [_temp_name(tmp_path / "eval" / "summary.json", False),
+             _temp_name(tmp_path / "export" / "kd.onnx", True)]
+    keep = [tmp_path / ".hidden.tmp", tmp_path / "notes.tmp", tmp_path / "eval" / "summary.json",
+            tmp_path / ".x.1234567.tmp", tmp_path / ".x.ABCDEF12.tmp"]  # 7 digits; upper case
+    for p in [*stale, *keep]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    folder = _temp_name(tmp_path / "dir", False)
+    folder.mkdir()  # a folder with such a name is not ours: left alone
+    assert remove_stale_temps(tmp_path) == sorted(stale)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep) and folder.is_dir()
+    assert remove_stale_temps(tmp_path) == []

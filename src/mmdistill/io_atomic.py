@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir",
-           "jsonable"]
+           "jsonable", "remove_stale_temps"]
+
+# The names _temp_name makes: ".<name>.<8 hex>.tmp" and ".<stem>.<8 hex>.tmp<suffix>".
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9_]+)?$")
 
 
 def _temp_name(path: Path, keep_suffix: bool) -> Path:
@@ -91,6 +95,24 @@ def atomic_path(path: str | Path, *, keep_suffix: bool = False, fsync: bool = Tr
             fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)  # gone after a successful rename; removed after a failure
+
+
+def remove_stale_temps(root: str | Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left anywhere under ``root``.
+
+    Only names this module makes are touched (``.<name>.<8 hex>.tmp[<suffix>]``, plain files).
+    Call it only while no writer is active under ``root`` (``mmdistill run --resume`` does, before
+    its stages start): a live writer's temporary file would be taken from under it.
+
+    Returns:
+        the removed paths, sorted.
+    """
+    removed = []
+    for path in Path(root).rglob(".*.tmp*"):
+        if _TEMP_RE.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return sorted(removed)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:

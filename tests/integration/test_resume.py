@@ -189,8 +189,13 @@ def test_killed_at_every_kind_of_point_and_resumed_matches(straight: Path, tmp_p
         proc = _run(first if i == 0 else ["run", "--resume", str(run)], tmp_path, kill_at=point)
         assert proc.returncode == -signal.SIGKILL, f"{point}: not killed there\n{proc.stderr[-3000:]}"
         assert check(run), f"{point}: unexpected state after the kill"
+    # What a kill in the middle of an atomic write leaves: a hidden temporary file next to the target.
+    torn = [run / "eval" / ".summary.json.0123abcd.tmp", run / "export" / ".kd.89abcdef.tmp.onnx"]
+    for path in torn:
+        path.write_bytes(b"torn")
     proc = _run(["run", "--resume", str(run)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "removed 2 temporary file(s)" in proc.stderr and not any(p.exists() for p in torn)
     assert "student-kd-pruned: done" not in proc.stderr  # recorded by the previous resume
     _same_as_straight(run, straight)
 

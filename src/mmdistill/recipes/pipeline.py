@@ -28,7 +28,7 @@ from typing import Any
 
 from mmdistill.config.loading import resolved_yaml
 from mmdistill.config.schema import Config
-from mmdistill.io_atomic import atomic_write_text
+from mmdistill.io_atomic import atomic_write_text, remove_stale_temps
 from mmdistill.recipes.data import prepare_data
 from mmdistill.recipes.distill import adopt_teacher_tokenizer, check_distill_inputs, run_distill_stage
 from mmdistill.recipes.evaluate import EVAL_DIR, evaluate_run
@@ -116,6 +116,12 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] =
             progress = RunProgress.load(run_dir)
             if is_main():
                 _check_versions(run_dir, dist.world_size, cfg)
+                stale = remove_stale_temps(run_dir)
+                if stale:
+                    names = ", ".join(str(p.relative_to(run_dir)) for p in stale[:5])
+                    log.info("removed %d temporary file(s) left by the interrupted run's unfinished "
+                             "writes: %s%s", len(stale), names, " ..." if len(stale) > 5 else "")
+            barrier()
             log.info("resuming %s (done: %s)", run_dir, progress.summary())
         else:
             if is_main():
