@@ -92,3 +92,26 @@ def test_a_run_without_export_or_curves_still_renders(make_run: Callable[..., Pa
     assert page.count("<img ") == 1  # accuracy vs size still has every model
     training = page.split('<section id="training">')[1].split("</section>")[0]
     assert "Nothing measured for this section in this run." in training
+
+
+def test_log_latency_axis_has_plain_non_overlapping_labels() -> None:
+    """Costs over 0.13-4 ms (under two decades) get a log axis labelled 0.2, 0.5, 1, 2 and no
+    minor-tick labels (matplotlib's default 2x10^-1 ... labels overlapped)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from mmdistill.report import plots
+
+    fig, ax = plt.subplots()
+    ax.scatter([0.13, 0.2, 0.9, 4.0], [90, 92, 95, 97])
+    plots._log_x(ax)
+    ax.set_xlim(0.1, 5.0)
+    fig.canvas.draw()
+    major = [t.get_text() for t in ax.get_xticklabels() if 0.1 <= t.get_position()[0] <= 5.0]
+    minor = [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+    plt.close(fig)
+    assert ax.get_xscale() == "log"
+    assert major == ["0.1", "0.2", "0.5", "1", "2", "5"] and minor == []

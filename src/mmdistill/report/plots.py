@@ -48,6 +48,20 @@ def _use_log(values: Sequence[float]) -> bool:
     return len(pos) == len(values) and len(pos) > 1 and max(pos) / min(pos) >= 10
 
 
+def _log_x(ax: Any) -> None:
+    """Log x axis labelled at 1, 2 and 5 per decade in plain numbers (0.2, 1, 50), no minor labels.
+
+    Matplotlib's default labels minor ticks as ``2x10^-1`` when the range spans under two decades,
+    and those labels overlap.
+    """
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def _label_points(ax: Any, pts: Sequence[dict[str, Any]], bold: set[str]) -> None:
     """Name every point, moving a label up or down (in steps of one line) off labels already placed."""
     ax.autoscale_view()
@@ -107,7 +121,7 @@ def scatter_plot(
             ax.scatter([p["cost"]], [100 * p["accuracy"]], s=260, marker="*", facecolors="none",
                        edgecolors="#b8860b", linewidths=1.5, zorder=4)
     if _use_log([p["cost"] for p in pts]):
-        ax.set_xscale("log")
+        _log_x(ax)
     _label_points(ax, pts, on_front)
     by_name = {p["name"]: p for p in pts}
     front_pts = [by_name[n] for n in frontier if n in by_name]
