@@ -42,7 +42,8 @@ from mmdistill.distill.strategies.base import DistillStrategy, Term, distill_ste
 from mmdistill.models.builders import build_model, model_spec
 from mmdistill.models.multimodal import MultimodalModel
 from mmdistill.training.logging import MetricsLogger
-from mmdistill.training.loop import evaluate, fit
+from mmdistill.training.loop import fit
+from mmdistill.training.predict import evaluate
 from mmdistill.training.steps import supervised_step
 
 PAPER = {"teacher": 67, "student": 146, "kl": 74, "test_images": 10_000}

@@ -30,7 +30,8 @@ from mmdistill.models.multimodal import MultimodalModel
 from mmdistill.recipes.data import DataBundle
 from mmdistill.recipes.distill import load_teachers
 from mmdistill.training.logging import MetricsLogger
-from mmdistill.training.loop import evaluate, fit
+from mmdistill.training.loop import fit
+from mmdistill.training.predict import evaluate
 from mmdistill.training.steps import supervised_step
 
 VOCAB, MELS = 40, 8

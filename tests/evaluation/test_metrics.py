@@ -17,7 +17,7 @@ from mmdistill.evaluation.metrics import (
     expected_calibration_error,
     macro_f1,
 )
-from mmdistill.training.loop import Predictions
+from mmdistill.training.predict import Predictions
 
 # Valid rows (pred, true): (0,0) (1,1) (2,1) (2,2) (0,2); the row labelled IGNORE_LABEL is dropped.
 PREDS = [0, 1, 2, 2, 1, 0]

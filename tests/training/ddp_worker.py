@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from mmdistill.models.outputs import ModelOutput
 from mmdistill.training.distributed import cleanup, get_dist_info, init_distributed, unwrap
 from mmdistill.training.logging import MetricsLogger
-from mmdistill.training.loop import fit, predict
+from mmdistill.training.loop import fit
+from mmdistill.training.predict import predict
 from mmdistill.training.runtime import seed_everything, set_threads
 from mmdistill.training.steps import supervised_step
 

@@ -15,15 +15,11 @@ from torch.utils.data import DataLoader
 from mmdistill.data.batch import IGNORE_LABEL
 from mmdistill.errors import ConfigError, DataError, MMDistillError
 from mmdistill.models.outputs import ModelOutput
-from mmdistill.training import loop
+from mmdistill.training import predict as predict_module
 from mmdistill.training.logging import MetricsLogger
-from mmdistill.training.loop import (
-    Predictions,
-    fit,
-    predict,
-    train_one_epoch,
-)
+from mmdistill.training.loop import fit, train_one_epoch
 from mmdistill.training.optim import build_optimizer, cosine_with_warmup
+from mmdistill.training.predict import Predictions, evaluate, predict
 from mmdistill.training.steps import masked_cross_entropy, supervised_step
 
 K, DIM = 3, 8
@@ -183,8 +179,8 @@ def test_gather_interleaves_ranks_and_drops_sampler_padding(monkeypatch: pytest.
         )
 
     parts = [part([0, 2, 4]), part([1, 3, 0])]
-    monkeypatch.setattr(loop, "all_gather_object", lambda obj: parts)
-    out = loop._gather_predictions(parts[0])
+    monkeypatch.setattr(predict_module, "all_gather_object", lambda obj: parts)
+    out = predict_module._gather_predictions(parts[0])
     assert out.ids == ["x0", "x1", "x2", "x3", "x4"]
     assert out.labels.tolist() == [0, 1, 2, 3, 4]
     assert out.logits[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
@@ -211,7 +207,7 @@ def test_fit_learns_stops_early_and_restores_best_weights(tmp_path: Path, capsys
     assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
     for k, v in model.state_dict().items():  # the best epoch's weights, not the last epoch's
         assert torch.equal(v, snapshots[result.best_epoch][k])
-    metrics, _ = loop.evaluate(model, make_loader(60, 2), device="cpu")
+    metrics, _ = evaluate(model, make_loader(60, 2), device="cpu")
     assert metrics["accuracy"] == result.best_val_accuracy
 
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -15,7 +15,7 @@ import numpy as np
 from mmdistill.data.batch import IGNORE_LABEL
 
 if TYPE_CHECKING:  # loop.py imports this module; only the type is needed here
-    from mmdistill.training.loop import Predictions
+    from mmdistill.training.predict import Predictions
 
 
 def _np(x: Any) -> np.ndarray:

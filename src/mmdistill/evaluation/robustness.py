@@ -48,7 +48,7 @@ def subset_accuracy(
     Shapes:
         each batch per the contract of :mod:`mmdistill.data.batch`; ``batch["label"]`` ``[B]``.
     """
-    from mmdistill.training.loop import predict
+    from mmdistill.training.predict import predict
 
     batches = list(batches)
     out: dict[str, float] = {}

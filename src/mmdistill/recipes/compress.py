@@ -27,7 +27,7 @@ from mmdistill.recipes.distill import distill_student, load_teachers
 from mmdistill.recipes.train import checkpoint_extra, load_trained
 from mmdistill.training.distributed import barrier, is_main
 from mmdistill.training.logging import MetricsLogger
-from mmdistill.training.loop import predict
+from mmdistill.training.predict import predict
 from mmdistill.training.progress import RunProgress
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from mmdistill.recipes.teacher import raw_teacher_saved
 from mmdistill.recipes.train import load_trained
 from mmdistill.training.distributed import is_main
 from mmdistill.training.kill_hook import maybe_test_kill_at
-from mmdistill.training.loop import predict
+from mmdistill.training.predict import predict
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from mmdistill.evaluation.summary import EAGER_RUNTIME
 from mmdistill.recipes.data import DataBundle
 from mmdistill.teachers import FrozenEncodersTeacher, Teacher
 from mmdistill.teachers.frozen import HEAD_DIR
-from mmdistill.training.loop import Predictions
+from mmdistill.training.predict import Predictions
 
 LATENCY_SCOPE = ("raw records -> logits: the teacher's own preprocessing, every pretrained encoder and the "
                  "head (embedding stores not used)")

@@ -98,7 +98,7 @@ def runtime_quality(
     batches are in dataset order, as the evaluate stage reads them).
     """
     from mmdistill.evaluation.metrics import classification_report
-    from mmdistill.training.loop import Predictions
+    from mmdistill.training.predict import Predictions
 
     logits = np.asarray(rep.logits, dtype=np.float32)
     labels = torch.cat([b["label"] for b in batches]).long()

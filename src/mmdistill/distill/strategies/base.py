@@ -7,7 +7,7 @@ what the student sees (fewer modalities, randomly hidden modalities).
 
 Training goes through ``strategy(batch, compute_loss=True)`` (the step function
 :func:`distill_step`), so under DDP the wrapper's forward is what runs; validation and
-:func:`mmdistill.training.loop.predict` call ``strategy(batch)`` and get the student's
+:func:`mmdistill.training.predict.predict` call ``strategy(batch)`` and get the student's
 :class:`~mmdistill.models.outputs.ModelOutput`, so :func:`~mmdistill.training.loop.fit` trains a
 strategy unchanged.
 """
