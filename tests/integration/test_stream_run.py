@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,6 +207,28 @@ def _train_rows_per_call(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def _check_chunked_cache_equals_forward_raw(run: Path, cfg: Any, packed: Path) -> None:
+    """The run's one distillation cache is chunked, holds the 21 train rows, and equals the run's
+    teacher's ``forward_raw`` on the raw train records (looked up by id)."""
+    import torch
+
+    from mmdistill.distill.cache_chunks import ChunkedTeacherCache
+    from mmdistill.recipes.data import prepare_data
+    from mmdistill.recipes.teacher import load_run_teacher
+
+    (cache_dir,) = (run / "cache").glob("teacher-*")
+    meta = json.loads((cache_dir / "meta.json").read_text())
+    assert meta["format"] == "mmdistill-teacher-cache-chunked/1" and meta["rows"] == 21
+    cache = ChunkedTeacherCache.open(run / "cache", meta["key"])
+    assert cache is not None
+    teacher = load_run_teacher(run, prepare_data(cfg, run), cfg)
+    records = S.read_split(packed, "train")
+    with torch.inference_mode():
+        want = teacher.forward_raw(records)
+    want = want.logits if hasattr(want, "logits") else want["logits"]
+    torch.testing.assert_close(cache.lookup([r.id for r in records])["logits"], want, rtol=1e-4, atol=1e-5)
+
+
 def test_streamed_run_with_an_external_teacher_caches_its_raw_outputs_in_chunks(
     tmp_path: Path, packed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,8 +239,6 @@ def test_streamed_run_with_an_external_teacher_caches_its_raw_outputs_in_chunks(
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "teachers"))
     from _plugin_teacher import PluginImageAudioTeacher
     from safetensors.torch import save_file
-
-    from mmdistill.recipes.teacher import load_run_teacher
 
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -236,21 +257,7 @@ def test_streamed_run_with_an_external_teacher_caches_its_raw_outputs_in_chunks(
     assert 0 < max(train_calls) <= 5  # raw train rows reach the teacher one cache batch at a time
     assert sum(train_calls) == 21  # once each: one pass over the shards (the rest read the cache)
     assert json.loads((run / "teacher" / "external.json").read_text())["kind"] == "external"
-    (cache_dir,) = (run / "cache").glob("teacher-*")
-    meta = json.loads((cache_dir / "meta.json").read_text())
-    assert meta["format"] == "mmdistill-teacher-cache-chunked/1" and meta["rows"] == 21
-    from mmdistill.distill.cache_chunks import ChunkedTeacherCache
-
-    cache = ChunkedTeacherCache.open(run / "cache", meta["key"])
-    assert cache is not None
-    from mmdistill.recipes.data import prepare_data
-
-    teacher = load_run_teacher(run, prepare_data(cfg, run), cfg)
-    records = S.read_split(packed, "train")
-    with torch.inference_mode():
-        want = teacher.forward_raw(records)
-    got = cache.lookup([r.id for r in records])["logits"]
-    torch.testing.assert_close(got, want.logits if hasattr(want, "logits") else want["logits"])
+    _check_chunked_cache_equals_forward_raw(run, cfg, packed)
     assert json.loads((run / "eval" / "teacher.json").read_text())["teacher_kind"] == "external"
     summary = {r["model"] for r in json.loads((run / "eval" / "summary.json").read_text())}
     assert {"teacher", "student-kd", "student-kd-pruned"} <= summary
@@ -263,12 +270,6 @@ def test_streamed_run_with_a_pretrained_teacher_streams_its_embeddings_and_head_
     trained first, in memory) with data.stream: true. The train split's embeddings are stored in one
     chunked pass (features only), the head trains on the stream, the distillation cache is one more
     chunked pass, and no step ever preprocesses more than one cache batch of train rows."""
-    import torch
-
-    from mmdistill.distill.cache_chunks import ChunkedTeacherCache
-    from mmdistill.recipes.data import prepare_data
-    from mmdistill.recipes.teacher import load_run_teacher
-
     base = load_config("smoke", _overrides(packed, tmp_path, "base", False) + ["stages=[teacher]",
                                                                              "teacher.train.epochs=1"])
     run_pipeline(base, tmp_path / "base")
@@ -294,16 +295,7 @@ def test_streamed_run_with_a_pretrained_teacher_streams_its_embeddings_and_head_
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
               if "val/accuracy" in line and json.loads(line).get("stage") == "teacher"]
     assert len(epochs) == 2  # the head trained on the stream, once per epoch
-    (cache_dir,) = (run / "cache").glob("teacher-*")
-    meta = json.loads((cache_dir / "meta.json").read_text())
-    assert meta["format"] == "mmdistill-teacher-cache-chunked/1" and meta["rows"] == 21
-    cache = ChunkedTeacherCache.open(run / "cache", meta["key"])
-    assert cache is not None
-    teacher = load_run_teacher(run, prepare_data(cfg, run), cfg)
-    records = S.read_split(packed, "train")
-    with torch.inference_mode():
-        want = teacher.forward_raw(records).logits
-    torch.testing.assert_close(cache.lookup([r.id for r in records])["logits"], want, rtol=1e-4, atol=1e-5)
+    _check_chunked_cache_equals_forward_raw(run, cfg, packed)
     assert json.loads((run / "eval" / "teacher.json").read_text())["teacher_kind"] == "frozen_encoders"
     summary = {r["model"] for r in json.loads((run / "eval" / "summary.json").read_text())}
     assert {"teacher", "student-kd"} <= summary
