@@ -12,15 +12,8 @@ from torch.utils.data import DataLoader
 from _helpers import write_manifest
 from mmdistill.data.datasets.manifest import read_manifest
 from mmdistill.data.loaders import make_stream_loader, set_loader_epoch
-from mmdistill.data.shards import (
-    INDEX_FILE,
-    ShardStream,
-    iter_split,
-    plan_epoch,
-    read_index,
-    read_split,
-    sha256_file,
-)
+from mmdistill.data.shard_stream import ShardStream, plan_epoch
+from mmdistill.data.shards import INDEX_FILE, iter_split, read_index, read_split, sha256_file
 from mmdistill.errors import DataError
 
 pytest.importorskip("pyarrow")

@@ -14,7 +14,8 @@ import torch
 from _helpers import write_manifest
 from mmdistill.data.collate import collate
 from mmdistill.data.preprocess import Preprocessor
-from mmdistill.data.shards import ShardStream, read_split
+from mmdistill.data.shard_stream import ShardStream
+from mmdistill.data.shards import read_split
 from mmdistill.data.transforms.image import ImageTransform
 from mmdistill.distill import cache_chunks as CC
 from mmdistill.distill.cache import CacheMissError

@@ -14,6 +14,7 @@ import pytest
 from _helpers import write_manifest
 from mmdistill.config import load_config
 from mmdistill.data import preprocess as P
+from mmdistill.data import shard_stream as SS
 from mmdistill.data import shards as S
 
 pytestmark = pytest.mark.slow
@@ -53,15 +54,15 @@ def test_streamed_run_holds_a_bounded_number_of_train_rows_and_learns(
     the batches differ. Both runs are checked to be sane instead: the teacher beats chance (1/3) on
     this easy data in both, and both see the same data (sizes, classes, vocabulary).
     """
-    monkeypatch.setitem(S.ShardStream.__init__.__kwdefaults__, "buffer_size", BUFFER)
+    monkeypatch.setitem(SS.ShardStream.__init__.__kwdefaults__, "buffer_size", BUFFER)
     peaks: list[int] = []
-    real_iter = S.ShardStream.__iter__
+    real_iter = SS.ShardStream.__iter__
 
-    def tracked(self: S.ShardStream):  # type: ignore[no-untyped-def]
+    def tracked(self: SS.ShardStream):  # type: ignore[no-untyped-def]
         yield from real_iter(self)
         peaks.append(self.peak_held if self.shuffle else 1)
 
-    monkeypatch.setattr(S.ShardStream, "__iter__", tracked)
+    monkeypatch.setattr(SS.ShardStream, "__iter__", tracked)
     batches: dict[str, int] = {}
     real_all = P.Preprocessor.process_all
 

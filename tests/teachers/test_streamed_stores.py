@@ -9,7 +9,8 @@ import torch
 from test_frozen_encoders import fake_plan
 
 from _helpers import write_manifest
-from mmdistill.data.shards import ShardStream, read_split
+from mmdistill.data.shard_stream import ShardStream
+from mmdistill.data.shards import read_split
 from mmdistill.distill.cache import CacheMissError
 from mmdistill.teachers import embedding_store
 from mmdistill.teachers.frozen import TeacherSampleTransform

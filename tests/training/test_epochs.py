@@ -10,7 +10,8 @@ import torch
 
 from _helpers import write_manifest
 from mmdistill.data.records import RawSample
-from mmdistill.data.shards import ShardStream, read_column, read_split
+from mmdistill.data.shard_stream import ShardStream
+from mmdistill.data.shards import read_column, read_split
 from mmdistill.training.epochs import StreamBatches
 
 pytest.importorskip("pyarrow")

@@ -115,7 +115,8 @@ def make_loader(
 def make_stream_loader(
     dataset: IterableDataset[Sample], batch_size: int, *, drop_last: bool = False, num_workers: int = 0,
 ) -> DataLoader[Sample]:
-    """A collating DataLoader over a streaming dataset (e.g. :class:`~mmdistill.data.shards.ShardStream`).
+    """A collating DataLoader over a streaming dataset (e.g. a
+    :class:`~mmdistill.data.shard_stream.ShardStream`).
 
     The dataset itself splits the rows across DDP ranks and workers and shuffles them, so there is
     no sampler. Workers are not persistent: they are re-created each epoch and so receive the

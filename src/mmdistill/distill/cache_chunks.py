@@ -1,12 +1,12 @@
 """Teacher-output cache of a **streamed** train split: written in chunks, resumable, keyed by sample id.
 
 The in-memory cache (:class:`~mmdistill.distill.cache.TeacherCache`) fingerprints and indexes a
-map-style dataset. A streamed split (``data.stream``, a :class:`~mmdistill.data.shards.ShardStream`)
+map-style dataset. A streamed split (``data.stream``, a :class:`~mmdistill.data.shard_stream.ShardStream`)
 is never in memory, so this cache is built differently:
 
 - **Fixed order.** Rows are read in packing order (never the shuffled training order), in
   ``ceil(R / chunk_rows)`` contiguous chunks of at most ``chunk_rows`` rows; chunk ``k`` is slice
-  ``k`` of the split cut like one DDP rank's share (:func:`~mmdistill.data.shards.plan_epoch`), so
+  ``k`` of the split cut like one DDP rank's share (:func:`~mmdistill.data.shard_stream.plan_epoch`), so
   it reads only its own row groups.
 - **Bounded memory.** One chunk of outputs (``chunk_rows × (K + feature widths)`` floats) plus the
   stream's row group is held at a time.
@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from mmdistill import __version__
 from mmdistill.data.batch import move_batch
 from mmdistill.data.loaders import make_stream_loader
-from mmdistill.data.shards import ShardStream
+from mmdistill.data.shard_stream import ShardStream
 from mmdistill.distill.cache_write import (
     _fsync,
     _outputs,

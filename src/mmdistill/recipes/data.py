@@ -5,7 +5,7 @@ The tokenizer is trained on the training split only and saved with the run
 change within a run.
 
 With ``data.stream: true`` (shards only) the train split is not read into memory: it becomes a
-:class:`~mmdistill.data.shards.ShardStream` that decodes and preprocesses rows on the fly (same
+:class:`~mmdistill.data.shard_stream.ShardStream` that decodes and preprocesses rows on the fly (same
 :class:`~mmdistill.data.preprocess.Preprocessor`), the tokenizer is fitted on the train shards'
 text column alone, and val/test stay in memory. :func:`train_loader` gives the train stages the
 right loader for either case, :func:`first_train_samples` the train split's first rows in file order
@@ -36,7 +36,7 @@ from mmdistill.training.distributed import barrier, is_main
 from mmdistill.training.epochs import StreamBatches
 
 if TYPE_CHECKING:
-    from mmdistill.data.shards import ShardStream
+    from mmdistill.data.shard_stream import ShardStream
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def first_train_samples(data: DataBundle, n: int) -> list[Sample]:
     """The first ``n`` preprocessed rows of the train split in file order (all of it when shorter).
 
     The same rows whether the split is in memory or streamed (``data.stream``: read from the shards
-    in packing order, which is manifest order, by :meth:`~mmdistill.data.shards.ShardStream.head`),
+    in packing order, which is manifest order, by :meth:`~mmdistill.data.shard_stream.ShardStream.head`),
     and independent of the epoch shuffle and the DDP rank. Memory: the ``n`` rows. This is what
     pruning's Taylor batches, quantization calibration and the export example input read.
     """
@@ -277,7 +277,8 @@ def _write_report(bundle: DataBundle, run_dir: Path, sizes: dict[str, int], **mo
 
 def _prepare_streamed(cfg: Config, run_dir: Path) -> DataBundle:
     """``data.stream``: train as a :class:`ShardStream` (preprocessed on the fly), val/test in memory."""
-    from mmdistill.data.shards import ShardStream, read_index, read_split
+    from mmdistill.data.shard_stream import ShardStream
+    from mmdistill.data.shards import read_index, read_split
 
     data = cfg.data
     assert data.shards is not None  # validated

@@ -183,7 +183,7 @@ def _head_data(data: DataBundle, plan: TeacherPlan, stores: dict[str, Any]) -> D
     if data.train_stream is None:
         return replace(data, splits={s: SampleDataset(teacher_samples(raw_records(data, s), plan, stores))
                                      for s in SPLITS})
-    from mmdistill.data.shards import ShardStream
+    from mmdistill.data.shard_stream import ShardStream
     from mmdistill.teachers.frozen import TeacherSampleTransform
 
     st = data.train_stream

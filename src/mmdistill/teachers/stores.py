@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mmdistill.data.shards import ShardStream
+from mmdistill.data.shard_stream import ShardStream
 from mmdistill.distill.cache import TeacherCache
 from mmdistill.distill.cache_chunks import ChunkedTeacherCache, chunked_key
 from mmdistill.teachers.base import PretrainedEncoder, RawBatch, Teacher, present_rows

@@ -3,7 +3,7 @@
 :func:`~mmdistill.training.loop.fit` needs three things of a train loader: ``len()`` (steps per
 epoch, for the LR schedule and progress bars), a way to reshuffle per epoch (``set_epoch``) and,
 under DDP, **the same number of batches on every rank** (each step all-reduces gradients: a rank
-with one batch more would wait forever). A :class:`~mmdistill.data.shards.ShardStream` gives every
+with one batch more would wait forever). A :class:`~mmdistill.data.shard_stream.ShardStream` gives every
 rank ``R // W`` or ``R // W + 1`` rows, so its batch counts may differ by one; this wrapper fixes
 the count instead:
 
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from mmdistill.data.batch import Batch
 from mmdistill.data.collate import collate
-from mmdistill.data.shards import ShardStream
+from mmdistill.data.shard_stream import ShardStream
 from mmdistill.errors import DataError
 
 
