@@ -78,7 +78,7 @@ def test_an_interrupted_build_resumes_at_the_next_chunk(tmp_path: Path, packed: 
     teacher = _teacher()
     reference = _content(_build(tmp_path / "straight", packed, teacher))
 
-    real, written = CC._write_chunk, []
+    real, written = CC.write_chunk, []
 
     def crash_after_two(*args: object, **kw: object) -> object:
         if len(written) == 2:
@@ -86,13 +86,13 @@ def test_an_interrupted_build_resumes_at_the_next_chunk(tmp_path: Path, packed: 
         written.append(args[1])
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(CC, "_write_chunk", crash_after_two)
+    monkeypatch.setattr(CC, "write_chunk", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         _build(tmp_path / "resumed", packed, teacher)
     (directory,) = (tmp_path / "resumed").iterdir()
     assert not (directory / CC.META_FILE).exists()  # not complete: never opened as a cache
 
-    monkeypatch.setattr(CC, "_write_chunk", lambda *a, **k: written.append(a[1]) or real(*a, **k))
+    monkeypatch.setattr(CC, "write_chunk", lambda *a, **k: written.append(a[1]) or real(*a, **k))
     resumed = _build(tmp_path / "resumed", packed, teacher)
     assert written == [0, 1, 2, 3]  # chunks 0 and 1 were kept, writing went on at chunk 2
     got = _content(resumed)
@@ -104,8 +104,8 @@ def test_an_interrupted_build_resumes_at_the_next_chunk(tmp_path: Path, packed: 
 def test_a_damaged_chunk_of_an_interrupted_build_is_rewritten(tmp_path: Path, packed: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     teacher = _teacher()
-    real, written = CC._write_chunk, []
-    monkeypatch.setattr(CC, "_write_chunk", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full"))
+    real, written = CC.write_chunk, []
+    monkeypatch.setattr(CC, "write_chunk", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full"))
                         if len(written) == 3 else (written.append(a[1]) or real(*a, **k)))
     with pytest.raises(OSError):
         _build(tmp_path, packed, teacher)
@@ -114,7 +114,7 @@ def test_a_damaged_chunk_of_an_interrupted_build_is_rewritten(tmp_path: Path, pa
         f.seek(-4, 2)
         f.write(b"\0\0\0\1")
     written.clear()
-    monkeypatch.setattr(CC, "_write_chunk", lambda *a, **k: written.append(a[1]) or real(*a, **k))
+    monkeypatch.setattr(CC, "write_chunk", lambda *a, **k: written.append(a[1]) or real(*a, **k))
     cache = _build(tmp_path, packed, teacher)
     assert written == [1, 2, 3]  # chunk 0 verified and kept; 1 failed its sha256: rewritten with the rest
     assert len(cache) == 14

@@ -34,10 +34,8 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 from collections.abc import Callable, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +45,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mmdistill import __version__
-from mmdistill.data.batch import move_batch
-from mmdistill.data.loaders import make_stream_loader
 from mmdistill.data.shard_stream import ShardStream
+from mmdistill.distill.cache_chunk_io import (
+    ChunkRunner,
+    chunk_name,
+    chunk_ok,
+    chunk_stream,
+    run_chunk,
+    run_chunk_from,
+    write_chunk,
+)
 from mmdistill.distill.cache_write import (
-    _fsync,
-    _outputs,
     _sha256_file,
     cache_key,
     feature_filename,
@@ -68,7 +71,6 @@ log = logging.getLogger(__name__)
 CHUNKED_FORMAT = "mmdistill-teacher-cache-chunked/1"
 DEFAULT_CHUNK_ROWS = 4096
 META_FILE = "meta.json"
-CHUNK_FILE = "chunk.json"
 
 
 def stream_fingerprint(stream: ShardStream, *, extra: dict[str, Any] | None = None) -> str:
@@ -81,104 +83,6 @@ def stream_fingerprint(stream: ShardStream, *, extra: dict[str, Any] | None = No
     body = {"format": CHUNKED_FORMAT, "split": stream.split, "shards": shards,
             "tasks": list(stream.decode.tasks), "sample_rate": stream.decode.rate, "extra": extra or {}}
     return hashlib.sha256(canonical_json(body, "stream_fingerprint extra")).hexdigest()
-
-
-def _chunk_name(k: int) -> str:
-    return f"chunk-{k:05d}"
-
-
-def _chunk_ok(directory: Path, k: int) -> dict[str, Any] | None:
-    """Chunk ``k``'s ``chunk.json`` if the chunk is complete and every file matches its sha256."""
-    path = directory / _chunk_name(k)
-    try:
-        info = json.loads((path / CHUNK_FILE).read_text(encoding="utf-8"))
-        if all(_sha256_file(path / f) == sha for f, sha in info["files"].items()):
-            return info
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
-def _chunk_stream(stream: ShardStream, k: int, n_chunks: int) -> ShardStream:
-    # Packing order, cut into n_chunks contiguous slices exactly like ranks: slice k is chunk k.
-    return ShardStream(stream.index, stream.split, transform=stream.transform, shuffle=False, rank=k,
-                       world_size=n_chunks, tasks=stream.decode.tasks, target_sample_rate=stream.decode.rate,
-                       verify=stream.verify)
-
-
-ChunkRunner = Callable[[ShardStream], tuple[list[str], dict[str, np.ndarray]]]
-"""Computes one chunk's outputs: its rows' ids and ``{"logits": [n, K], "<feature>": [n, D]}``."""
-
-
-def _add_outputs(out: Any, features: list[str], parts: dict[str, list[np.ndarray]], rows: int, *,
-                 logits: bool = True) -> None:
-    """Check one batch's teacher result (``rows`` rows, see ``_outputs``); append its arrays to ``parts``.
-
-    ``logits=False``: only ``features`` are kept (an embedding store), the logits may be absent.
-    """
-    got, produced = _outputs(out)
-    if logits and got is None:
-        raise ConfigError("the teacher returned no logits; return ModelOutput or a mapping with 'logits'")
-    unknown = [f for f in features if f not in produced]
-    if unknown:
-        raise ConfigError(f"teacher feature(s) {unknown} not produced by the teacher; available: "
-                          f"{', '.join(sorted(produced)) or '(none)'}")
-    kept = ({"logits": got} if logits else {}) | {f: produced[f] for f in features}
-    for name, t in kept.items():
-        if t.ndim != 2:
-            raise ConfigError(f"teacher output '{name}' has shape {list(t.shape)}; only [B, D] outputs "
-                              "can be cached")
-        if t.shape[0] != rows:
-            raise ConfigError(f"the teacher returned {t.shape[0]} rows of '{name}' for a batch of {rows}; "
-                              "return one row per input")
-        parts.setdefault(name, []).append(t.detach().float().cpu().numpy())
-
-
-def _run_chunk(teacher: nn.Module, rows: ShardStream, features: list[str], files: dict[str, str],
-               batch_size: int, device: torch.device) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The teacher's outputs over one chunk, in memory (``chunk_rows`` rows at most)."""
-    ids: list[str] = []
-    parts: dict[str, list[np.ndarray]] = {}
-    for batch in make_stream_loader(rows, batch_size):
-        _add_outputs(teacher(move_batch(batch, device)), features, parts, len(batch["id"]))
-        ids.extend(str(i) for i in batch["id"])
-    return ids, {n: np.concatenate(p) for n, p in parts.items()}
-
-
-def _run_chunk_from(fn: Callable[[list[Any]], Any], rows: ShardStream, features: list[str],
-                    batch_size: int, logits: bool = True) -> tuple[list[str], dict[str, np.ndarray]]:
-    """``fn``'s outputs over one chunk of items (e.g. raw records: a stream without transform), in memory."""
-    ids: list[str] = []
-    parts: dict[str, list[np.ndarray]] = {}
-    items = iter(rows)
-    while chunk := list(islice(items, batch_size)):
-        _add_outputs(fn(chunk), features, parts, len(chunk), logits=logits)
-        ids.extend(str(r.id if hasattr(r, "id") else r["id"]) for r in chunk)  # RawSample or sample dict
-    return ids, {n: np.concatenate(p) for n, p in parts.items()}
-
-
-def _write_chunk(directory: Path, k: int, ids: list[str], arrays: dict[str, np.ndarray],
-                 files: dict[str, str]) -> dict[str, Any]:
-    """Write chunk ``k`` under a temporary name, checksum and fsync it, rename it into place."""
-    final = directory / _chunk_name(k)
-    tmp = directory / f".tmp-{_chunk_name(k)}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(final, ignore_errors=True)  # a damaged chunk being rewritten
-    tmp.mkdir()
-    names = {}
-    for name, a in arrays.items():
-        fname = "logits.npy" if name == "logits" else files[name]
-        np.save(tmp / fname, a, allow_pickle=False)
-        names[fname] = name
-    (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
-    shas = {}
-    for f in [*names, "ids.json"]:
-        _fsync(tmp / f)
-        shas[f] = _sha256_file(tmp / f)
-    info = {"rows": len(ids), "files": shas, "shapes": {n: list(a.shape) for n, a in arrays.items()}}
-    atomic_write_json(tmp / CHUNK_FILE, info)
-    os.replace(tmp, final)
-    return info
 
 
 def _names(meta: dict[str, Any]) -> list[str]:
@@ -239,10 +143,10 @@ class ChunkedTeacherCache:
                                   "delete the directory to rebuild it")
         chunks = []
         for k, info in enumerate(meta["chunks"]):
-            path = directory / _chunk_name(k)
+            path = directory / chunk_name(k)
             for f, sha in info["files"].items():
                 if verify and (not (path / f).is_file() or _sha256_file(path / f) != sha):
-                    raise CheckpointError(f"teacher cache {directory}: {_chunk_name(k)}/{f} is missing or "
+                    raise CheckpointError(f"teacher cache {directory}: {chunk_name(k)}/{f} is missing or "
                                           "fails its sha256 check; delete the directory to rebuild it")
             ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
             arrays = {n: np.load(path / ("logits.npy" if n == "logits" else meta["feature_files"][n]),
@@ -268,7 +172,7 @@ class ChunkedTeacherCache:
         dev = torch.device(device)
 
         def run(rows: ShardStream) -> tuple[list[str], dict[str, np.ndarray]]:
-            return _run_chunk(teacher, rows, feats, files, batch_size, dev)
+            return run_chunk(teacher, rows, feats, files, batch_size, dev)
 
         was_training = teacher.training
         teacher.eval()
@@ -299,7 +203,7 @@ class ChunkedTeacherCache:
             raise ConfigError("a cache without logits needs at least one feature name to store")
 
         def run(rows: ShardStream) -> tuple[list[str], dict[str, np.ndarray]]:
-            return _run_chunk_from(fn, rows, feats, batch_size, logits)
+            return run_chunk_from(fn, rows, feats, batch_size, logits)
 
         return cls._get_or_build(root, run, stream, teacher_fp=teacher_fp, features=feats, extra=extra,
                                  batch_size=batch_size, chunk_rows=chunk_rows, progress=progress,
@@ -341,7 +245,7 @@ class ChunkedTeacherCache:
             atomic_write_json(plan, want)
         infos: list[dict[str, Any]] = []
         for k in range(n_chunks):  # keep the verified prefix of an interrupted build
-            info = _chunk_ok(directory, k)
+            info = chunk_ok(directory, k)
             if info is None:
                 break
             infos.append(info)
@@ -352,8 +256,8 @@ class ChunkedTeacherCache:
             bar = tqdm(range(len(infos), n_chunks), desc="teacher cache (chunks)", leave=False,
                        disable=not (progress and dist_utils.is_main()))
             for k in bar:
-                ids, arrays = run(_chunk_stream(stream, k, n_chunks))
-                infos.append(_write_chunk(directory, k, ids, arrays, files))
+                ids, arrays = run(chunk_stream(stream, k, n_chunks))
+                infos.append(write_chunk(directory, k, ids, arrays, files))
         shapes = {n: [sum(i["shapes"][n][0] for i in infos), w] for n, (_, w) in infos[0]["shapes"].items()}
         meta = {
             "format": CHUNKED_FORMAT, "key": key, "ingredients": {**ingredients, "features": feats},
