@@ -20,7 +20,6 @@ runs seed 0 with the tolerance printed here.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import itertools
 import json
@@ -33,7 +32,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from foundation import _cpu_model, mean_ci, run_child
+from foundation import _cpu_model, mean_ci, run_child, seeded_parser
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "ddp_agreement.yaml"
 MODES = ("one", "ddp")
@@ -134,12 +133,7 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ddp_agreement.json"))
-    ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
-    ap.add_argument("--reprint", type=Path, default=None, help="print the table again from a results JSON")
-    ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
+    ap = seeded_parser(__doc__, seeds=[0, 1, 2, 3, 4], out="benchmarks/results/ddp_agreement.json")
     args = ap.parse_args()
     if args.reprint is not None:
         report(json.loads(args.reprint.read_text()))

@@ -74,6 +74,18 @@ def merge_results(paths: list[Path], summarize: Callable[[list[dict]], Any]) -> 
             "merged_from": [str(p) for p in paths], "command": " ; ".join(p["command"] for p in parts)}
 
 
+def seeded_parser(doc: str | None, *, seeds: list[int], out: str) -> argparse.ArgumentParser:
+    """The arguments every seeded benchmark takes: ``--seeds``, ``--out``, ``--workdir``,
+    ``--reprint`` (print the tables again from a results JSON) and config ``overrides``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    ap.add_argument("--out", type=Path, default=Path(out))
+    ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
+    ap.add_argument("--reprint", type=Path, default=None, help="print the table again from a results JSON")
+    ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
+    return ap
+
+
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
     """Mean, sample standard deviation and 95% half-interval (t-distribution)."""
     m = statistics.fmean(values)

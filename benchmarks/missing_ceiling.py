@@ -15,7 +15,6 @@ a model distilled from that teacher can be expected to lose (the student is 29x 
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -26,7 +25,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from foundation import _cpu_model, mean_ci, run_child
+from foundation import _cpu_model, mean_ci, run_child, seeded_parser
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "distill.yaml"
 ALL = ("image", "text", "audio")
@@ -82,13 +81,7 @@ def report(result: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/missing_ceiling.json"))
-    ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
-    ap.add_argument("--reprint", type=Path, default=None, help="print the table again from a results JSON")
-    ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
-    args = ap.parse_args()
+    args = seeded_parser(__doc__, seeds=[0, 1, 2], out="benchmarks/results/missing_ceiling.json").parse_args()
     if args.reprint is not None:
         report(json.loads(args.reprint.read_text()))
         return
