@@ -58,20 +58,23 @@ def loader(data: list[dict]) -> DataLoader:
     return DataLoader(data, batch_size=BATCH, shuffle=False, collate_fn=collate)
 
 
-def run_fit(train: DataLoader, step, resume_dir: Path | None, **kw) -> None:
+def run_fit(
+    train: DataLoader, step, resume_dir: Path | None = None, *, model: nn.Module | None = None,
+    epochs: int = 3, stage: str = "student-kd", **kw,
+) -> None:
     torch.manual_seed(0)
     fit(
-        Poisonable(),
+        model if model is not None else Poisonable(),
         train,
         None,
         step,
-        epochs=3,
+        epochs=epochs,
         lr=1e-2,
         weight_decay=0.0,
         warmup_steps=0,
         patience=None,
         logger=MetricsLogger(None, quiet=True),
-        stage="student-kd",
+        stage=stage,
         progress=False,
         resume_dir=resume_dir,
         **kw,
@@ -142,21 +145,7 @@ def test_nan_gradient_with_a_finite_loss_stops_before_the_optimizer_step() -> No
         match=r"the gradient norm is nan although the loss, [0-9.]+, is "
         r"finite at epoch 1, step 1",
     ) as info:
-        fit(
-            model,
-            loader(rows(8)),
-            None,
-            step,
-            epochs=1,
-            lr=1e-2,
-            weight_decay=0.0,
-            warmup_steps=0,
-            patience=None,
-            grad_clip=1.0,
-            logger=MetricsLogger(None, quiet=True),
-            stage="s",
-            progress=False,
-        )
+        run_fit(loader(rows(8)), step, model=model, epochs=1, stage="s", grad_clip=1.0)
     assert set(info.value.terms) == {"grad_norm"}
     assert "No resume state is kept" in str(info.value)
     assert torch.equal(model.head.weight, seen[0])  # the optimizer never stepped

@@ -194,7 +194,7 @@ def _shards_problems(cfg: Config) -> list[str]:
     d = cfg.data
     if d.source != "shards":
         if d.shards is None:
-            return _stream_problems(cfg)
+            return []
         return [f"data.shards: only used when data.source is 'shards', got {show(d.shards)}; remove it or "
                 "set data.source: shards"]
     if d.shards is None:
@@ -208,7 +208,7 @@ def _shards_problems(cfg: Config) -> list[str]:
     if d.classes is not None:
         return [f"data.classes: not used with data.source: shards (the classes are fixed in the shards' "
                 f"index.json), got {show(d.classes)}; remove it"]
-    return _stream_problems(cfg)
+    return []
 
 
 def _stream_problems(cfg: Config) -> list[str]:
@@ -245,7 +245,7 @@ def _data_problems(cfg: Config) -> list[str]:
             f"data.manifest: only used when data.source is 'manifest', got {show(d.manifest)}; remove it "
             "or set data.source: manifest"
         )
-    problems += _shards_problems(cfg)
+    problems += _shards_problems(cfg) + _stream_problems(cfg)
     if d.source == "builtin":
         for i, task in enumerate(d.tasks):
             if task not in BUILTIN_TASKS:

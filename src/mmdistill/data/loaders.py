@@ -7,7 +7,8 @@ the same order: call :func:`set_loader_epoch` at the start of every epoch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -134,9 +135,10 @@ def make_stream_loader(
                       collate_fn=collate, persistent_workers=False)
 
 
-def set_loader_epoch(loader: DataLoader[Sample], epoch: int) -> None:
-    """Tell the loader's sampler (or streaming dataset) which epoch starts (no-op when unshuffled)."""
-    for owner in (loader.sampler, loader.dataset):
+def set_loader_epoch(loader: Iterable[Any], epoch: int) -> None:
+    """Tell the loader (e.g. :class:`~mmdistill.training.epochs.StreamBatches`), its sampler or its
+    streaming dataset which epoch starts (no-op when unshuffled)."""
+    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
         set_epoch = getattr(owner, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)

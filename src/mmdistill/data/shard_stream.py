@@ -78,7 +78,8 @@ class ShardStream(IterableDataset):
     is read exactly once per epoch across all readers. Each reader holds at most one decoded row
     group plus ``buffer_size`` samples: rows enter a shuffle buffer and leave it at a random slot
     (seeded by seed, epoch, rank and worker), so the order is the same for the same seed and epoch.
-    Shards are checked against their sha256 when a reader first opens them.
+    Shards are checked against their sha256 when a reader first opens them (once per process: a
+    DataLoader worker, re-created each epoch, checks the shards it reads again).
 
     Args:
         folder: the shard folder (or its parsed :class:`ShardIndex`).
@@ -118,6 +119,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.decode = RowDecoder(self.index, tasks, target_sample_rate)
         self.verify = verify
+        self.verified: set[int] = set()  # shards this process has checked: kept across epochs
         self.epoch = 0
         self.peak_buffer = 0
         self.peak_held = 0
@@ -173,14 +175,13 @@ class ShardStream(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker, 1])
         entries = self.index.splits[self.split]
         files: dict[int, Any] = {}
-        verified: set[int] = set()
         buffer: list[Any] = []
         self.peak_buffer = self.peak_held = 0
         for shard, group, a, b in self.pieces():
             entry = entries[shard]
-            if self.verify and shard not in verified:
-                verify_shard(self.index, entry)  # once per shard and epoch, even if its groups are apart
-                verified.add(shard)
+            if self.verify and shard not in self.verified:
+                verify_shard(self.index, entry)  # once per shard and process, even if its groups are apart
+                self.verified.add(shard)
             if shard not in files:
                 files = {shard: pq.ParquetFile(self.index.root / entry["file"])}  # one open shard at a time
             rows = files[shard].read_row_group(group).slice(a, b - a).to_pylist()

@@ -21,11 +21,8 @@ from tqdm.auto import tqdm
 from mmdistill.data.datasets.manifest_rows import (
     Row,
     RowError,
-    RowParser,
-    csv_rows,
-    header_problem,
-    jsonl_rows,
-    read_text,
+    loader_detail,
+    parse_manifest,
     sorted_classes,
 )
 from mmdistill.data.records import SPLITS
@@ -60,54 +57,24 @@ def _schema() -> Any:
     ])
 
 
-def _parse(path: Path, tasks: Sequence[str], allow_outside_root: bool, fail: Any) -> tuple[list[Row], int]:
-    text = read_text(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise DataError(f"unsupported manifest extension '{path.suffix}'; use .jsonl or .csv", path=str(path))
-    rows = jsonl_rows(text) if suffix == ".jsonl" else csv_rows(text, path)
-    parser = RowParser(path, tasks, allow_outside_root)
-    parsed: list[Row] = []
-    n_rows = 0
-    for row, obj in rows:
-        if isinstance(obj, dict) and "__header__" in obj:
-            problem = header_problem(obj["__header__"], ("label", "split", *tasks))
-            if problem:
-                raise DataError(problem, path=str(path))
-            continue
-        n_rows += 1
-        if isinstance(obj, RowError):
-            fail(row, None, obj)
-            continue
-        try:
-            parsed.append(parser.parse(row, obj))
-        except RowError as err:
-            raw_id = obj.get("id")
-            fail(row, str(row) if raw_id is None or raw_id == "" else str(raw_id), err)
-    if n_rows == 0:
-        msg = "the manifest has no data rows; add one row per sample (see docs/data.md)"
-        raise DataError(msg, path=str(path))
-    return parsed, n_rows
-
-
 def _read_files(r: Row) -> dict[str, Any]:
     out: dict[str, Any] = {"image": None, "image_name": None, "audio": None, "audio_name": None}
     for key, loader, kind, fix in (
         ("image", load_image, "corrupt image", "replace the file with a valid image or remove the row"),
-        ("audio", lambda p: load_audio(p, 16000), "corrupt audio",
+        ("audio", lambda p, data: load_audio(p, 16000, data), "corrupt audio",
          "replace the file with a valid WAV/FLAC/OGG or remove the row"),
     ):
         ref = getattr(r, key)
         if ref is None:
             continue
         try:
-            loader(ref[1])  # decoded once to prove it is readable; only the bytes are kept
-            out[key] = ref[1].read_bytes()
+            data = ref[1].read_bytes()  # read once: the bytes decoded are the bytes stored
+            loader(ref[1], data)  # decoded once to prove it is readable; only the bytes are kept
         except DataError as e:
-            detail = str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
-            raise RowError(kind, f"{key} '{ref[0]}': {detail}", fix) from e
+            raise RowError(kind, f"{key} '{ref[0]}': {loader_detail(e)}", fix) from e
         except OSError as e:
             raise RowError("missing file", f"{key} '{ref[0]}' cannot be read ({e.strerror})", fix) from e
+        out[key] = data
         out[f"{key}_name"] = ref[0]
     return out
 
@@ -225,7 +192,7 @@ def pack_manifest(
                             row=row)
         skipped.append({"row": row, "id": sample_id, "reason": err.text()})
 
-    parsed, n_rows = _parse(path, tasks, allow_outside_root, fail)
+    parsed, n_rows, _ = parse_manifest(path, tasks, allow_outside_root, fail)
     train = [r for r in parsed if r.split == "train"]
     if not train:
         raise DataError("no usable train rows to take the class list from; add train rows", path=str(path))

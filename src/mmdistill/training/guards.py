@@ -92,8 +92,7 @@ def check_step(out: Mapping[str, torch.Tensor], place: StepPlace) -> dict[str, f
     values = loss_entries(out)
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if is_distributed():
-        flag = all_reduce_sum(torch.tensor([1.0 if bad else 0.0], dtype=torch.float64))
-        if float(flag[0]) > 0 and not bad:
+        if all_reduce_sum(1.0 if bad else 0.0) > 0 and not bad:
             where = f"{place.stage}: " if place.stage else ""
             raise NonFiniteLossError(
                 f"{where}training diverged on another rank at epoch {place.epoch}, step {place.step}; this "

@@ -42,9 +42,6 @@ def _end_torn_line(path: Path) -> None:
             f.write(b"\n")
 
 
-_jsonable = jsonable  # the name this module's callers and tests use
-
-
 class MetricsLogger:
     """Appends metric records to a JSON-lines file and prints epoch summaries, on rank 0 only.
 
@@ -102,7 +99,7 @@ class MetricsLogger:
         """
         stage = self.stage if stage is None else stage
         record = {"stage": stage, "epoch": epoch, "step": step, "time": time.time()}
-        record.update({k: _jsonable(v) for k, v in metrics.items()})
+        record.update({k: jsonable(v) for k, v in metrics.items()})
         if not self.enabled:
             return record
         if self.path is not None:

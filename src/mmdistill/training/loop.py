@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mmdistill.data.batch import IGNORE_LABEL, Batch, batch_size, move_batch
+from mmdistill.data.loaders import set_loader_epoch
 from mmdistill.errors import ConfigError, DataError, NonFiniteLossError
 from mmdistill.training.distributed import (
     all_reduce_sum,
@@ -42,14 +43,6 @@ from mmdistill.training.predict import evaluate
 from mmdistill.training.resume import FitResumer, fit_fingerprint
 from mmdistill.training.state_io import loader_generators
 from mmdistill.training.steps import StepFn
-
-
-def _set_sampler_epoch(loader: Iterable, epoch: int) -> None:
-    # DistributedSampler (and our own samplers) reshuffle per epoch only when told the epoch; so does
-    # a streamed train split (training/epochs.py StreamBatches), which has set_epoch itself.
-    for owner in (loader, getattr(loader, "sampler", None)):
-        if hasattr(owner, "set_epoch"):
-            owner.set_epoch(epoch)
 
 
 def train_one_epoch(
@@ -82,7 +75,7 @@ def train_one_epoch(
         ``steps`` and, when clipping, the mean pre-clip ``grad_norm``.
     """
     model.train()
-    _set_sampler_epoch(loader, epoch)
+    set_loader_epoch(loader, epoch)
     params = [p for p in model.parameters() if p.requires_grad]
     n_batches = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
     sums: dict[str, torch.Tensor] = {}

@@ -24,11 +24,8 @@ from tqdm.auto import tqdm
 from mmdistill.data.datasets.manifest_rows import (
     Row,
     RowError,
-    RowParser,
-    csv_rows,
-    header_problem,
-    jsonl_rows,
-    read_text,
+    loader_detail,
+    parse_manifest,
     sorted_classes,
 )
 from mmdistill.data.records import RawSample
@@ -154,14 +151,7 @@ def read_manifest(
         raise DataError(msg, path=str(path))
     if not path.is_file():
         raise DataError("manifest not found; check `data.manifest` (a .jsonl or .csv file)", path=str(path))
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise DataError(f"unsupported manifest extension '{path.suffix}'; use .jsonl or .csv", path=str(path))
-    text = read_text(path)
-    rows = jsonl_rows(text) if suffix == ".jsonl" else csv_rows(text, path)
-
     skipped: list[SkipRecord] = []
-    n_rows = 0
 
     def fail(row: int, sample_id: str | None, err: RowError) -> None:
         if on_error == "raise":
@@ -171,29 +161,7 @@ def read_manifest(
         log.debug("%s row %d skipped: %s", path, row, err.text())
 
     # Pass 1: cheap checks on every row.
-    parser = RowParser(path, tasks, allow_outside_root)
-    parsed: list[Row] = []
-    seen_columns: set[str] = set()
-    for row, obj in rows:
-        if isinstance(obj, dict) and "__header__" in obj:
-            problem = header_problem(obj["__header__"], ("label", "split", *tasks))
-            if problem:
-                raise DataError(problem, path=str(path))
-            seen_columns.update(obj["__header__"])
-            continue
-        n_rows += 1
-        if isinstance(obj, RowError):
-            fail(row, None, obj)
-            continue
-        seen_columns.update(obj)
-        raw_id = obj.get("id")
-        try:
-            parsed.append(parser.parse(row, obj))
-        except RowError as err:
-            fail(row, str(row) if raw_id is None or raw_id == "" else str(raw_id), err)
-    if n_rows == 0:
-        msg = "the manifest has no data rows; add one row per sample (see docs/data.md)"
-        raise DataError(msg, path=str(path))
+    parsed, n_rows, seen_columns = parse_manifest(path, tasks, allow_outside_root, fail)
     unknown_columns = sorted(seen_columns - set(COLUMNS) - set(tasks))
     if unknown_columns:
         log.warning("%s: ignoring column(s) %s; known columns are %s, extra label columns must be listed "
@@ -248,11 +216,6 @@ def read_manifest(
     return result
 
 
-def _detail(e: DataError) -> str:
-    """The loader's message without its leading path (the row message names the file already)."""
-    return str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
-
-
 def _decode(
     r: Row, manifest: Path, class_index: dict[str, int], task_index: dict[str, dict[str, int]], rate: int
 ) -> RawSample:
@@ -263,14 +226,14 @@ def _decode(
         try:
             image = load_image(r.image[1])
         except DataError as e:
-            raise RowError("corrupt image", f"image '{r.image[0]}': {_detail(e)}",
+            raise RowError("corrupt image", f"image '{r.image[0]}': {loader_detail(e)}",
                             "replace the file with a valid image or remove the row") from e
     if r.audio is not None:
         meta["audio"] = r.audio[0]
         try:
             audio = load_audio(r.audio[1], rate)
         except DataError as e:
-            raise RowError("corrupt audio", f"audio '{r.audio[0]}': {_detail(e)}",
+            raise RowError("corrupt audio", f"audio '{r.audio[0]}': {loader_detail(e)}",
                             "replace the file with a valid WAV/FLAC/OGG or remove the row") from e
     return RawSample(
         id=r.id, label=class_index[r.label], split=r.split, image=image, text=r.text, audio=audio,

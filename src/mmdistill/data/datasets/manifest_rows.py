@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,11 @@ class Row:
     image: tuple[str, Path] | None  # (value as written, resolved path)
     audio: tuple[str, Path] | None
     tasks: dict[str, str]
+
+
+def loader_detail(e: DataError) -> str:
+    """A file loader's message without its leading path (the row message names the file already)."""
+    return str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
 
 
 def read_text(path: Path) -> str:
@@ -290,3 +295,50 @@ class RowParser:
                            "fill at least one of the image, text and audio columns, or remove the row")
         self.seen_ids[sample_id] = row
         return Row(row, sample_id, split, label, text, image, audio, tasks)
+
+
+def parse_manifest(
+    path: Path, tasks: Sequence[str], allow_outside_root: bool,
+    fail: Callable[[int, str | None, RowError], None],
+) -> tuple[list[Row], int, set[str]]:
+    """Pass 1 over a JSONL or CSV manifest: every data row through :class:`RowParser`.
+
+    ``fail(row, sample_id, err)`` gets each bad row (it raises, or records the row as skipped).
+
+    Returns:
+        the parsed rows, the number of data rows read, and every column name seen.
+
+    Raises:
+        DataError: the extension is not ``.jsonl``/``.csv``, the file is unreadable, a CSV header
+            lacks a required column, or there is no data row.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise DataError(f"unsupported manifest extension '{path.suffix}'; use .jsonl or .csv", path=str(path))
+    text = read_text(path)
+    rows = jsonl_rows(text) if suffix == ".jsonl" else csv_rows(text, path)
+    parser = RowParser(path, tasks, allow_outside_root)
+    parsed: list[Row] = []
+    seen_columns: set[str] = set()
+    n_rows = 0
+    for row, obj in rows:
+        if isinstance(obj, dict) and "__header__" in obj:
+            problem = header_problem(obj["__header__"], ("label", "split", *tasks))
+            if problem:
+                raise DataError(problem, path=str(path))
+            seen_columns.update(obj["__header__"])
+            continue
+        n_rows += 1
+        if isinstance(obj, RowError):
+            fail(row, None, obj)
+            continue
+        seen_columns.update(obj)
+        try:
+            parsed.append(parser.parse(row, obj))
+        except RowError as err:
+            raw_id = obj.get("id")
+            fail(row, str(row) if raw_id is None or raw_id == "" else str(raw_id), err)
+    if n_rows == 0:
+        raise DataError("the manifest has no data rows; add one row per sample (see docs/data.md)",
+                        path=str(path))
+    return parsed, n_rows, seen_columns

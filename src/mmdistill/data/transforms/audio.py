@@ -69,7 +69,7 @@ def load_audio(path: str | Path, target_rate: int, data: bytes | None = None) ->
                 length = f"{f.frames / rate:,.0f} s long ({f.frames:,} frames at {rate} Hz)"
                 raise DataError(f"audio is {length}, more than the {MAX_AUDIO_SECONDS:,.0f} s allowed; cut "
                                 "it into clips (the model sees max_seconds of each)", path=str(p))
-            data = f.read(dtype="float32", always_2d=True)
+            samples = f.read(dtype="float32", always_2d=True)
             short = _WAV_SHORT.search(f.extra_info) if f.format == "WAV" else None
     except PermissionError as e:
         raise DataError(f"cannot read audio file ({e.strerror}); check its permissions", path=str(p)) from e
@@ -80,13 +80,13 @@ def load_audio(path: str | Path, target_rate: int, data: bytes | None = None) ->
         ) from e
     if short is not None and int(short.group(1)) > int(short.group(2)):
         log.warning("%s: the WAV header promises %s data bytes but the file holds %s (cut short?); using the "
-                    "%d frames present", p, short.group(1), short.group(2), data.shape[0])
-    if data.shape[0] == 0:
+                    "%d frames present", p, short.group(1), short.group(2), samples.shape[0])
+    if samples.shape[0] == 0:
         raise DataError("audio file has no samples (0 frames: empty, or cut short before its first frame); "
                         "remove the row or replace the file with a non-empty clip", path=str(p))
-    if not np.isfinite(data).all():
+    if not np.isfinite(samples).all():
         raise DataError("audio file holds NaN or infinite samples; re-export it", path=str(p))
-    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    wave = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     if rate != target_rate:
         wave = resample(wave, int(rate), int(target_rate))
     return np.ascontiguousarray(wave, dtype=np.float32)
