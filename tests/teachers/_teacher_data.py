@@ -1,8 +1,13 @@
-"""Tiny raw records for the teacher tests (imported as ``from _teacher_data import make_records``)."""
+"""Tiny raw records and models for the teacher tests (``from _teacher_data import make_records``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
+import pytest
+import torch
 
 from mmdistill.data.records import RawSample
 
@@ -28,3 +33,19 @@ def make_records(n: int = 12, *, seed: int = 0, rate: int = 16000, absent: bool 
             audio=None if absent and i == 1 else audio.astype(np.float32), sample_rate=rate,
         ))
     return out
+
+
+def save_tiny_bert(folder: Path, vocab: Sequence[str], *, classifier: bool = False, num_labels: int = 2,
+                   seed: int = 0) -> Path:
+    """A 2-layer, 16-wide random BERT (+ its tokenizer over ``vocab``) saved with save_pretrained;
+    nothing downloaded (skips the test without ``transformers``)."""
+    transformers = pytest.importorskip("transformers", reason="Hugging Face teachers need "
+                                                              "mmdistill[pretrained-text]")
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
+                                  num_labels=num_labels)
+    model = (transformers.BertForSequenceClassification if classifier else transformers.BertModel)(cfg)
+    model.save_pretrained(str(folder))
+    transformers.BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(str(folder))
+    return folder

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _teacher_data import save_tiny_bert as _save_tiny_bert
 
 from mmdistill.data.records import RawSample
 from mmdistill.errors import CheckpointError
@@ -21,15 +22,8 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "number", "zero", 
 
 
 def save_tiny_bert(folder: Path, *, classifier: bool = False, seed: int = 0) -> Path:
-    """A 2-layer, 16-wide random BERT (+ tokenizer) written with save_pretrained."""
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
-                                  num_labels=4)
-    model = (transformers.BertForSequenceClassification if classifier else transformers.BertModel)(cfg)
-    model.save_pretrained(str(folder))
-    transformers.BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)}).save_pretrained(str(folder))
-    return folder
+    """A tiny random BERT over :data:`VOCAB` with 4 labels (see :func:`_teacher_data.save_tiny_bert`)."""
+    return _save_tiny_bert(folder, VOCAB, classifier=classifier, num_labels=4, seed=seed)
 
 
 def test_loading_is_offline_and_mean_pooling_ignores_padding(

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _teacher_data import save_tiny_bert
 
 from _helpers import write_manifest
 from mmdistill.cli.main import main
@@ -115,18 +116,9 @@ def test_plugin_torch_module_teacher_through_the_cli(tmp_path: Path, manifest: P
 
 
 def tiny_bert(folder: Path, *, classifier: bool, seed: int = 0) -> Path:
-    """A 2-layer, 16-wide random BERT (+ its tokenizer) saved with save_pretrained; nothing downloaded."""
-    transformers = pytest.importorskip("transformers", reason="Hugging Face teachers need "
-                                                              "mmdistill[pretrained-text]")
-    torch.manual_seed(seed)
+    """A tiny random BERT (+ its tokenizer) with 2 labels; nothing downloaded."""
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "low", "high", "sound"]
-    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
-                                  num_labels=2)
-    model = (transformers.BertForSequenceClassification if classifier else transformers.BertModel)(cfg)
-    model.save_pretrained(str(folder))
-    transformers.BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(str(folder))
-    return folder
+    return save_tiny_bert(folder, vocab, classifier=classifier, num_labels=2, seed=seed)
 
 
 def test_hugging_face_classifier_from_a_local_folder_through_the_pipeline(

@@ -50,7 +50,7 @@ def test_streamed_store_embeds_each_train_row_once_and_joins_the_val_test_store(
     held_records = read_split(packed, "val") + read_split(packed, "test")
     held = embedding_store(tmp_path, enc, held_records, batch_size=3, progress=False)
     joined = SplitStore([held, chunked])
-    assert len(joined) == 12 and train[0].id in joined.ids and held_records[0].id in joined.ids
+    assert len(joined) == 12 and train[0].id in joined and held_records[0].id in joined
     mixed = [held_records[1], train[5], held_records[0], train[0]]
     torch.testing.assert_close(joined.lookup([r.id for r in mixed])["text.embedding"], embed_rows(enc, mixed))
     with pytest.raises(CacheMissError, match="none of the embedding stores"):

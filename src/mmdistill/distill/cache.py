@@ -43,6 +43,7 @@ from mmdistill.distill.cache_write import (  # cache_key, feature_filename, CACH
     _run_teacher,
     _sha256_file,  # noqa: F401
     _write_outputs,
+    cache_directory,
     cache_key,
     feature_filename,
     on_rank0_then_all,
@@ -82,7 +83,7 @@ class TeacherCache:
     @staticmethod
     def directory_for(root: Path, key: str) -> Path:
         """Where the cache with ``key`` lives under ``root``."""
-        return Path(root) / f"teacher-{key[:16]}"
+        return cache_directory(root, key)
 
     @classmethod
     def open(cls, root: Path, key: str, *, verify: bool = True) -> TeacherCache | None:
@@ -246,6 +247,10 @@ class TeacherCache:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __contains__(self, sample_id: object) -> bool:
+        """Whether the cache holds ``sample_id`` (O(1))."""
+        return str(sample_id) in self._row
 
     @property
     def dims(self) -> dict[str, int]:

@@ -57,6 +57,7 @@ from mmdistill.distill.cache_chunk_io import (
 )
 from mmdistill.distill.cache_write import (
     _sha256_file,
+    cache_directory,
     cache_key,
     feature_filename,
     on_rank0_then_all,
@@ -121,7 +122,7 @@ class ChunkedTeacherCache:
 
     @staticmethod
     def directory_for(root: Path, key: str) -> Path:
-        return Path(root) / f"teacher-{key[:16]}"
+        return cache_directory(root, key)
 
     @classmethod
     def open(cls, root: Path, key: str, *, verify: bool = True) -> ChunkedTeacherCache | None:
@@ -273,6 +274,10 @@ class ChunkedTeacherCache:
     def __len__(self) -> int:
         return len(self._row)
 
+    def __contains__(self, sample_id: object) -> bool:
+        """Whether the cache holds ``sample_id`` (O(1))."""
+        return str(sample_id) in self._row
+
     @property
     def dims(self) -> dict[str, int]:
         """Width of each stored array: ``{"logits": K, "<feature>": D, ...}``."""
@@ -294,9 +299,16 @@ class ChunkedTeacherCache:
         except KeyError as exc:
             raise CacheMissError(f"sample id {exc.args[0]!r} is not in teacher cache {self.directory} "
                                  f"({len(self)} rows); the data changed since the cache was built") from None
-        return {n: torch.from_numpy(np.stack([np.asarray(self._arrays[c][n][r], dtype=np.float32)
-                                              for c, r in where]))
-                for n in _names(self.meta)}
+        chunk = np.fromiter((c for c, _ in where), dtype=np.int64, count=len(where))
+        row = np.fromiter((r for _, r in where), dtype=np.int64, count=len(where))
+        groups = [(c, chunk == c) for c in np.unique(chunk)]  # one fancy index per chunk, as TeacherCache
+        out: dict[str, torch.Tensor] = {}
+        for n in _names(self.meta):
+            buf = np.empty((len(where), int(self.meta["shapes"][n][1])), dtype=np.float32)
+            for c, sel in groups:
+                buf[sel] = self._arrays[c][n][row[sel]]
+            out[n] = torch.from_numpy(buf)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """A JSON-serializable summary for logs and reports."""

@@ -54,6 +54,11 @@ def cache_key(teacher_fp: str, data_fp: str, features: Sequence[str], *, dtype: 
     return hashlib.sha256(canonical_json(payload, "cache key")).hexdigest()
 
 
+def cache_directory(root: Path, key: str) -> Path:
+    """Where the cache (plain or chunked) with ``key`` lives under ``root``: ``<root>/teacher-<key[:16]>``."""
+    return Path(root) / f"teacher-{key[:16]}"
+
+
 def feature_filename(name: str) -> str:
     """``features-<name>.npy``, '.' kept, characters outside ``[A-Za-z0-9._-]`` replaced by '_'."""
     return f"features-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.npy"

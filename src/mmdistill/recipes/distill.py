@@ -80,6 +80,7 @@ def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Conf
     caches = {}
     preprocessing = cfg.data.model_dump(mode="json", include={"image", "audio", "text"})
     show = cfg.logging.progress and not cfg.logging.quiet
+    tokenizer = _tokenizer_sha(run_dir) if data.train_stream is not None else None  # read once
     for name, features in strategy.required_features().items():
         teacher = strategy.teachers[name]
         if hasattr(teacher, "forward_raw"):  # its own preprocessing: keyed by the raw records, by id
@@ -92,8 +93,7 @@ def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Conf
         if data.train_stream is not None:  # data.stream: chunked, resumable, built in packing order
             cache = ChunkedTeacherCache.get_or_build(
                 run_dir / CACHE_DIR, teacher, data.train_stream, features=features,
-                extra={"split": "train", "preprocessing": preprocessing,
-                       "tokenizer": _tokenizer_sha(run_dir)},
+                extra={"split": "train", "preprocessing": preprocessing, "tokenizer": tokenizer},
                 batch_size=cfg.data.eval_batch_size, progress=show, device=device,
             )
             log.info("teacher outputs: chunked cache %s (%s, streamed train split)", cache.directory, name)

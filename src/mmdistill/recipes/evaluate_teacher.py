@@ -128,12 +128,11 @@ def teacher_size(teacher: Teacher, directory: Path) -> dict[str, Any]:
         parts = {f"{m}: {plan.specs[m].name}": part_size(plan.encoders[m]) for m in plan.stored}
         # A fine-tuned encoder is part of the head model (its weights are in the head's file): its
         # part is counted there once, and taken out of the head's row.
-        inside = {m: teacher.head.encoders[m] for m in plan.finetuned}
-        for m, enc in inside.items():
-            parts[f"{m}: {plan.specs[m].name} (fine-tuned)"] = {
-                "parameters": count_parameters(enc),
-                "bytes": sum(p.numel() * p.element_size() for p in enc.parameters()), "runtime": "torch"}
-        tuned = [p for k, p in parts.items() if k.endswith("(fine-tuned)")]
+        tuned = [{"parameters": count_parameters(enc),
+                  "bytes": sum(p.numel() * p.element_size() for p in enc.parameters()), "runtime": "torch"}
+                 for enc in (teacher.head.encoders[m] for m in plan.finetuned)]
+        parts.update({f"{m}: {plan.specs[m].name} (fine-tuned)": p
+                      for m, p in zip(plan.finetuned, tuned, strict=True)})
         head_file = bytes_on_disk(directory / HEAD_DIR / "model.safetensors")
         parts["head (trained)"] = {
             "parameters": count_parameters(teacher.head) - sum(p["parameters"] for p in tuned),

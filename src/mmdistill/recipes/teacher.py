@@ -180,18 +180,17 @@ def _head_data(data: DataBundle, plan: TeacherPlan, stores: dict[str, Any]) -> D
     """The data the head model trains on: :func:`teacher_samples` of every split (in memory), or with
     ``data.stream`` of val/test, the train split streaming through a
     :class:`~mmdistill.teachers.frozen.TeacherSampleTransform` (same seed and shuffle buffer)."""
-    if data.train_stream is None:
-        return replace(data, splits={s: SampleDataset(teacher_samples(raw_records(data, s), plan, stores))
-                                     for s in SPLITS})
+    st = data.train_stream
+    splits = {s: SampleDataset(teacher_samples(raw_records(data, s), plan, stores))
+              for s in SPLITS if st is None or s != "train"}
+    if st is None:
+        return replace(data, splits=splits)
     from mmdistill.data.shard_stream import ShardStream
     from mmdistill.teachers.frozen import TeacherSampleTransform
 
-    st = data.train_stream
     train = ShardStream(st.index, st.split, transform=TeacherSampleTransform(plan, stores), shuffle=True,
                         seed=st.seed, buffer_size=st.buffer_size, tasks=st.decode.tasks,
                         target_sample_rate=st.decode.rate, verify=st.verify)
-    splits = {s: SampleDataset(teacher_samples(raw_records(data, s), plan, stores))
-              for s in SPLITS if s != "train"}
     return replace(data, splits=splits, train_stream=train)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,13 +140,6 @@ def head_spec(plan: TeacherPlan, *, num_classes: int, preset: str = "teacher", v
                       fusion=fusion, head=head)
 
 
-def _held(store: Any) -> AbstractSet[str]:
-    """The ids ``store`` holds, as a set (a :class:`~mmdistill.teachers.stores.SplitStore` gives a view)."""
-    if store is None:
-        return set()
-    return store.ids if isinstance(store.ids, AbstractSet) else set(store.ids)
-
-
 def teacher_samples(records: RawBatch, plan: TeacherPlan, stores: Mapping[str, Any] | None = None, *,
                     pre: Preprocessor | None = None) -> list[Sample]:
     """The head model's samples: stored modalities hold embeddings, the others the teacher's inputs.
@@ -169,13 +161,12 @@ def teacher_samples(records: RawBatch, plan: TeacherPlan, stores: Mapping[str, A
     for m in plan.stored:
         rows = present_rows(records, m)
         store = (stores or {}).get(m)
-        held = _held(store)
-        stored = [i for i in rows if records[i].id in held]
+        stored = [i for i in rows if store is not None and records[i].id in store]
         if stored:
             got = store.lookup([records[i].id for i in stored])[embedding_feature(m)]  # type: ignore[union-attr]
             for j, i in enumerate(stored):
                 samples[i][m] = got[j]
-        fresh = [i for i in rows if records[i].id not in held]
+        fresh = [i for i in rows if store is None or records[i].id not in store]
         if fresh:
             emb = embed_rows(plan.encoders[m], [records[i] for i in fresh])
             for j, i in enumerate(fresh):

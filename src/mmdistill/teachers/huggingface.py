@@ -204,6 +204,7 @@ class HFClassifierTeacher(nn.Module):
         self.model = frozen_(tf.AutoModelForSequenceClassification.from_pretrained(
             str(path), local_files_only=True, use_safetensors=True))
         self.max_length = int(max_length)
+        self._fingerprint: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -213,8 +214,11 @@ class HFClassifierTeacher(nn.Module):
         return {"text.pooled": int(self.model.config.hidden_size)}
 
     def fingerprint(self) -> str:
-        settings = settings_fingerprint("hf-classifier", {"max_length": self.max_length})
-        return combine(files_fingerprint(self._files), settings)
+        """The model folder's files plus ``max_length`` (hashed once, as :class:`HFTextEncoder` does)."""
+        if self._fingerprint is None:
+            settings = settings_fingerprint("hf-classifier", {"max_length": self.max_length})
+            self._fingerprint = combine(files_fingerprint(self._files), settings)
+        return self._fingerprint
 
     def forward_raw(self, records: RawBatch) -> ModelOutput:
         """Logits ``[B, K]`` and ``"text.pooled"`` ``[B, H]``."""

@@ -172,6 +172,7 @@ class OnnxTeacher(nn.Module):
         self._pre = preprocessing.preprocessor()
         self._settings = {"inputs": [vars(i) for i in self.inputs], "outputs": self.outputs,
                           "preprocessing": preprocessing.describe()}
+        self._fingerprint: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -181,7 +182,11 @@ class OnnxTeacher(nn.Module):
         return {k: d for k, d in self._dims.items() if k != "logits"}
 
     def fingerprint(self) -> str:
-        return combine(files_fingerprint([self.path]), settings_fingerprint("onnx-teacher", self._settings))
+        """The graph file plus inputs, outputs and preprocessing (hashed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = combine(files_fingerprint([self.path]),
+                                        settings_fingerprint("onnx-teacher", self._settings))
+        return self._fingerprint
 
     def forward_raw(self, records: RawBatch) -> ModelOutput:
         """Run the graph on ``records``; inputs the chunk lacks are fed zeros (``*_present`` False)."""

@@ -19,8 +19,7 @@ With ``data.stream`` the train split's embeddings go to a chunked store
 
 from __future__ import annotations
 
-from collections import ChainMap
-from collections.abc import KeysView, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,19 +141,20 @@ class SplitStore:
     so :func:`~mmdistill.teachers.frozen.teacher_samples` and ``forward_raw`` see one store.
 
     Attributes:
-        parts: the stores; ids: a set-like view of every id (no copy of the stores' id maps).
+        parts: the stores (``sample_id in split_store`` asks each of them).
     """
 
     def __init__(self, parts: Sequence[TeacherCache | ChunkedTeacherCache]) -> None:
         if not parts:
             raise ValueError("SplitStore needs at least one store")
         self.parts = list(parts)
-        self._maps = [p._row for p in self.parts]  # both cache classes index their rows by id
-        self.ids: KeysView[str] = ChainMap(*self._maps).keys()  # type: ignore[arg-type]
         self.directory = self.parts[-1].directory
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
+
+    def __contains__(self, sample_id: object) -> bool:
+        return any(sample_id in p for p in self.parts)
 
     def lookup(self, ids: Sequence[str]) -> dict[str, torch.Tensor]:
         """Every store's outputs for ``ids``, in the order given (``[len(ids), D]`` per name).
@@ -166,7 +166,7 @@ class SplitStore:
 
         groups: dict[int, list[int]] = {}
         for pos, sid in enumerate(ids):
-            part = next((k for k, m in enumerate(self._maps) if str(sid) in m), None)
+            part = next((k for k, p in enumerate(self.parts) if sid in p), None)
             if part is None:
                 raise CacheMissError(f"sample id {sid!r} is in none of the embedding stores "
                                      f"({', '.join(str(p.directory) for p in self.parts)})")
