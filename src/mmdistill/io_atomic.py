@@ -18,6 +18,7 @@ drop_stage_records`, :func:`mmdistill.report.curves.read_metrics`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,8 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir",
-           "jsonable", "remove_stale_temps"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256",
+           "fsync_dir", "fsync_file", "jsonable", "remove_stale_temps"]
 
 # The names _temp_name makes: ".<name>.<8 hex>.tmp" and ".<stem>.<8 hex>.tmp<suffix>".
 _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9_]+)?$")
@@ -56,7 +57,15 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (bounded memory): the checksum every artifact
+    (checkpoint weights, cache files, shards) is recorded and verified with."""
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk."""
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 
@@ -89,7 +98,7 @@ def atomic_path(path: str | Path, *, keep_suffix: bool = False, fsync: bool = Tr
         if not tmp.is_file():
             raise FileNotFoundError(f"{tmp}: the writer of {path} left no file behind")
         if fsync:
-            _fsync_file(tmp)
+            fsync_file(tmp)
         os.replace(tmp, path)
         if fsync:
             fsync_dir(path.parent)

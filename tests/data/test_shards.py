@@ -13,8 +13,9 @@ from _helpers import write_manifest
 from mmdistill.data.datasets.manifest import read_manifest
 from mmdistill.data.loaders import make_stream_loader, set_loader_epoch
 from mmdistill.data.shard_stream import ShardStream, plan_epoch
-from mmdistill.data.shards import INDEX_FILE, iter_split, read_index, read_split, sha256_file
+from mmdistill.data.shards import INDEX_FILE, iter_split, read_index, read_split
 from mmdistill.errors import DataError
+from mmdistill.io_atomic import file_sha256
 
 pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
@@ -36,13 +37,13 @@ def test_pack_writes_a_valid_index_with_matching_checksums(packed: tuple[Path, P
     index = read_index(out)
     raw = json.loads((out / INDEX_FILE).read_text())
     assert raw["format"] == "mmdistill-shards" and raw["version"] == 1
-    assert raw["source"]["sha256"] == sha256_file(manifest) and raw["source"]["rows_read"] == 30
+    assert raw["source"]["sha256"] == file_sha256(manifest) and raw["source"]["rows_read"] == 30
     assert index.classes == ["a", "b", "c"]
     assert {s: index.rows(s) for s in ("train", "val", "test")} == {"train": 24, "val": 3, "test": 3}
     train = index.splits["train"]
     assert [e["file"] for e in train] == [f"train-{i:05d}.parquet" for i in range(5)]  # 5+5+5+5+4
     for entry in [e for es in index.splits.values() for e in es]:
-        assert sha256_file(out / entry["file"]) == entry["sha256"]
+        assert file_sha256(out / entry["file"]) == entry["sha256"]
         pf = pq.ParquetFile(out / entry["file"])
         assert [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)] == entry["row_groups"]
         assert sum(entry["row_groups"]) == entry["rows"] <= 5

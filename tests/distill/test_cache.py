@@ -20,6 +20,7 @@ from mmdistill.data.collate import collate
 from mmdistill.distill import cache as C
 from mmdistill.distill.cache import TeacherCache, cache_key, dataset_fingerprint, model_fingerprint
 from mmdistill.errors import CheckpointError, ConfigError, DataError
+from mmdistill.io_atomic import file_sha256
 from mmdistill.models.builders import build_model, model_spec
 from mmdistill.models.multimodal import MultimodalModel
 
@@ -217,7 +218,7 @@ def test_object_arrays_are_never_unpickled(tmp_path: Path) -> None:
     np.save(path, evil, allow_pickle=True)
     meta_path = cache.directory / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta["files"]["logits.npy"]["sha256"] = C._sha256_file(path)  # a forged but consistent cache
+    meta["files"]["logits.npy"]["sha256"] = file_sha256(path)  # a forged but consistent cache
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="not a plain numeric .npy array"):
         TeacherCache.open(tmp_path, cache.key)

@@ -20,7 +20,6 @@ pyarrow is an optional dependency (``mmdistill[shards]``), imported lazily.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from mmdistill.data.records import SPLITS, RawSample
 from mmdistill.data.transforms.audio import load_audio
 from mmdistill.data.transforms.image import load_image
 from mmdistill.errors import DataError, MissingDependencyError
+from mmdistill.io_atomic import file_sha256
 
 FORMAT = "mmdistill-shards"
 VERSION = 1
@@ -45,12 +45,6 @@ def pyarrow_parquet() -> Any:
     except ImportError as e:
         raise MissingDependencyError("pyarrow", "shards", "reading or writing Parquet shards") from e
     return pq
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (bounded memory)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -115,7 +109,7 @@ def read_index(folder: str | Path) -> ShardIndex:
 def verify_shard(index: ShardIndex, entry: dict[str, Any]) -> None:
     """Compare a shard's sha256 with the index; a damaged or replaced shard raises DataError."""
     path = index.root / entry["file"]
-    got = sha256_file(path)
+    got = file_sha256(path)
     if got != entry["sha256"]:
         raise DataError(f"checksum mismatch in shard '{entry['file']}' (sha256 {got[:16]}..., the index "
                         f"expects {entry['sha256'][:16]}...): the file is damaged or was changed after "

@@ -33,12 +33,11 @@ from mmdistill.data.shards import (
     ShardIndex,
     pyarrow_parquet,
     read_index,
-    sha256_file,
 )
 from mmdistill.data.transforms.audio import load_audio
 from mmdistill.data.transforms.image import load_image
 from mmdistill.errors import DataError
-from mmdistill.io_atomic import atomic_write_json, fsync_dir
+from mmdistill.io_atomic import atomic_write_json, file_sha256, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ class _SplitWriter:
         self.writer.close()
         self.writer = None
         tmp, final = self.out / f".tmp-{self.entry['file']}", self.out / self.entry["file"]
-        self.entry["sha256"] = sha256_file(tmp)
+        self.entry["sha256"] = file_sha256(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)  # atomic: a shard is either whole or absent
@@ -227,7 +226,7 @@ def pack_manifest(
     index = {
         "format": FORMAT, "version": VERSION, "columns": list(COLUMNS), "classes": classes,
         "task_classes": task_classes,
-        "source": {"manifest": str(path.resolve()), "sha256": sha256_file(path),
+        "source": {"manifest": str(path.resolve()), "sha256": file_sha256(path),
                    "rows_read": n_rows},
         "splits": splits, "skipped": skipped,
     }

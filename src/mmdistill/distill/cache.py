@@ -41,7 +41,6 @@ from mmdistill.distill.cache_write import (  # cache_key, feature_filename, CACH
     _check_options,
     _host,  # noqa: F401
     _run_teacher,
-    _sha256_file,  # noqa: F401
     _write_outputs,
     cache_directory,
     cache_key,

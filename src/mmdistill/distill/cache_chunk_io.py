@@ -25,9 +25,9 @@ from torch import nn
 from mmdistill.data.batch import move_batch
 from mmdistill.data.loaders import make_stream_loader
 from mmdistill.data.shard_stream import ShardStream
-from mmdistill.distill.cache_write import _fsync, _outputs, _sha256_file
+from mmdistill.distill.cache_write import _outputs
 from mmdistill.errors import ConfigError
-from mmdistill.io_atomic import atomic_write_json
+from mmdistill.io_atomic import atomic_write_json, file_sha256, fsync_file
 
 CHUNK_FILE = "chunk.json"
 
@@ -42,7 +42,7 @@ def chunk_ok(directory: Path, k: int) -> dict[str, Any] | None:
     path = directory / chunk_name(k)
     try:
         info = json.loads((path / CHUNK_FILE).read_text(encoding="utf-8"))
-        if all(_sha256_file(path / f) == sha for f, sha in info["files"].items()):
+        if all(file_sha256(path / f) == sha for f, sha in info["files"].items()):
             return info
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -124,8 +124,8 @@ def write_chunk(directory: Path, k: int, ids: list[str], arrays: dict[str, np.nd
     (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
     shas = {}
     for f in [*names, "ids.json"]:
-        _fsync(tmp / f)
-        shas[f] = _sha256_file(tmp / f)
+        fsync_file(tmp / f)
+        shas[f] = file_sha256(tmp / f)
     info = {"rows": len(ids), "files": shas, "shapes": {n: list(a.shape) for n, a in arrays.items()}}
     atomic_write_json(tmp / CHUNK_FILE, info)
     os.replace(tmp, final)

@@ -56,7 +56,6 @@ from mmdistill.distill.cache_chunk_io import (
     write_chunk,
 )
 from mmdistill.distill.cache_write import (
-    _sha256_file,
     cache_directory,
     cache_key,
     feature_filename,
@@ -64,7 +63,7 @@ from mmdistill.distill.cache_write import (
 )
 from mmdistill.distill.fingerprint import canonical_json, model_fingerprint
 from mmdistill.errors import CheckpointError, ConfigError
-from mmdistill.io_atomic import atomic_write_json
+from mmdistill.io_atomic import atomic_write_json, file_sha256
 from mmdistill.training import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -146,7 +145,7 @@ class ChunkedTeacherCache:
         for k, info in enumerate(meta["chunks"]):
             path = directory / chunk_name(k)
             for f, sha in info["files"].items():
-                if verify and (not (path / f).is_file() or _sha256_file(path / f) != sha):
+                if verify and (not (path / f).is_file() or file_sha256(path / f) != sha):
                     raise CheckpointError(f"teacher cache {directory}: {chunk_name(k)}/{f} is missing or "
                                           "fails its sha256 check; delete the directory to rebuild it")
             ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))

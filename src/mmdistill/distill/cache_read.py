@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from mmdistill.distill.cache_write import CACHE_FORMAT, _sha256_file
+from mmdistill.distill.cache_write import CACHE_FORMAT
 from mmdistill.errors import CheckpointError
+from mmdistill.io_atomic import file_sha256
 
 
 def _read_json(path: Path, damaged: Callable[[str], CheckpointError]) -> Any:
@@ -59,7 +60,7 @@ def read_cache_dir(directory: Path, key: str, *, verify: bool = True) -> CacheCo
         path = directory / fname
         if not path.is_file():
             raise damaged(f"{fname} is missing")
-        if verify and _sha256_file(path) != info.get("sha256"):
+        if verify and file_sha256(path) != info.get("sha256"):
             raise damaged(f"{fname} does not match its sha256 checksum in meta.json")
     arrays: dict[str, np.ndarray] = {}
     for name, fname in names.items():

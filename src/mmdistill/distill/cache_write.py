@@ -32,7 +32,7 @@ from mmdistill import __version__
 from mmdistill.data.batch import Sample, move_batch
 from mmdistill.distill.fingerprint import canonical_json
 from mmdistill.errors import CheckpointError, ConfigError, DataError
-from mmdistill.io_atomic import fsync_dir
+from mmdistill.io_atomic import file_sha256, fsync_dir, fsync_file
 from mmdistill.models.outputs import ModelOutput
 from mmdistill.training import distributed as dist_utils
 from mmdistill.training.kill_hook import maybe_test_kill_at
@@ -62,16 +62,6 @@ def cache_directory(root: Path, key: str) -> Path:
 def feature_filename(name: str) -> str:
     """``features-<name>.npy``, '.' kept, characters outside ``[A-Za-z0-9._-]`` replaced by '_'."""
     return f"features-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.npy"
-
-
-def _sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
 
 
 def _host() -> str:
@@ -218,18 +208,18 @@ def _write_meta(tmp: Path, ids: list[str], feats: list[str], files: dict[str, st
     (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
     names = [*(["logits.npy"] if "logits" in shapes else []), *files.values(), "ids.json"]
     for f in names:
-        _fsync(tmp / f)
+        fsync_file(tmp / f)
     meta = {
         "format": CACHE_FORMAT, "key": key,
         "ingredients": {**ingredients, "features": feats, "dtype": dtype},
         "features": feats, "feature_files": files, "dtype": dtype, "rows": len(ids), "shapes": shapes,
         "logits": "logits" in shapes,
-        "files": {f: {"sha256": _sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in names},
+        "files": {f: {"sha256": file_sha256(tmp / f), "bytes": (tmp / f).stat().st_size} for f in names},
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mmdistill_version": __version__, "torch_version": torch.__version__,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    _fsync(tmp / "meta.json")
+    fsync_file(tmp / "meta.json")
 
 
 def write_into_place(root: Path, key: str, final: Path, ingredients: dict[str, str], ids: list[str],

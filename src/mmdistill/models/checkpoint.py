@@ -19,7 +19,6 @@ tensors match the spec key by key and shape by shape; the file's sha256 matches
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -31,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from mmdistill import __version__
 from mmdistill.errors import CheckpointError, ConfigError
-from mmdistill.io_atomic import atomic_path, atomic_write_json
+from mmdistill.io_atomic import atomic_path, atomic_write_json, file_sha256
 from mmdistill.models.builders import build_model
 from mmdistill.models.multimodal import MultimodalModel
 
@@ -52,12 +51,6 @@ _PICKLE_FIX = (
 def count_parameters(model: torch.nn.Module, *, trainable_only: bool = False) -> int:
     """Number of parameter elements (all, or only those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in chunks)."""
-    with Path(path).open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def pickle_kind(path: Path) -> str | None:
