@@ -233,3 +233,17 @@ def test_missing_pyarrow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(MissingDependencyError, match=r"mmdistill\[shards\]"):
         pyarrow_parquet()
+
+
+def test_derive_keeps_every_option_but_the_changed_ones(packed: tuple[Path, Path]) -> None:
+    _, out = packed
+    base = ShardStream(out, "train", seed=3, buffer_size=4, rank=1, world_size=2, tasks=(),
+                       target_sample_rate=8000, verify=False, transform=lambda r: r.id)
+    chunk = base.derive(shuffle=False, rank=0, world_size=3)
+    assert chunk.index is base.index and chunk.split == "train" and chunk.transform is base.transform
+    assert (chunk.seed, chunk.buffer_size, chunk.verify, chunk.decode.rate) == (3, 4, False, 8000)
+    assert (chunk.shuffle, chunk.rank, chunk.world_size) == (False, 0, 3)
+    assert (base.shuffle, base.rank, base.world_size) == (True, 1, 2)  # the original is unchanged
+    # The derived stream reads exactly the slice such a stream would read.
+    fresh = ShardStream(out, "train", shuffle=False, rank=0, world_size=3, transform=lambda r: r.id)
+    assert list(chunk) == list(fresh)

@@ -126,6 +126,17 @@ class ShardStream(IterableDataset):
         self.groups = [(s, g, int(n)) for s, entry in enumerate(self.index.splits[split])
                        for g, n in enumerate(entry["row_groups"])]
 
+    def derive(self, **changes: Any) -> ShardStream:
+        """A new stream over the same split and parsed index, with this one's options except ``changes``
+        (any ``__init__`` keyword: ``transform``, ``shuffle``, ``seed``, ``buffer_size``, ``rank``,
+        ``world_size``, ``verify``; ``tasks``/``target_sample_rate`` keep the decoder's)."""
+        options: dict[str, Any] = {
+            "transform": self.transform, "shuffle": self.shuffle, "seed": self.seed,
+            "buffer_size": self.buffer_size, "rank": self.rank, "world_size": self.world_size,
+            "tasks": self.decode.tasks, "target_sample_rate": self.decode.rate, "verify": self.verify,
+        }
+        return ShardStream(self.index, self.split, **(options | changes))
+
     def set_epoch(self, epoch: int) -> None:
         """Select the order of ``epoch`` (call before iterating; DataLoader workers are re-created
         each epoch by :func:`~mmdistill.data.loaders.make_stream_loader`, so they see it)."""

@@ -52,9 +52,7 @@ def chunk_ok(directory: Path, k: int) -> dict[str, Any] | None:
 def chunk_stream(stream: ShardStream, k: int, n_chunks: int) -> ShardStream:
     """Chunk ``k`` of ``n_chunks`` of ``stream``'s split: packing order cut into contiguous slices
     exactly like DDP ranks' shares (slice k is chunk k), unshuffled."""
-    return ShardStream(stream.index, stream.split, transform=stream.transform, shuffle=False, rank=k,
-                       world_size=n_chunks, tasks=stream.decode.tasks, target_sample_rate=stream.decode.rate,
-                       verify=stream.verify)
+    return stream.derive(shuffle=False, rank=k, world_size=n_chunks)
 
 
 ChunkRunner = Callable[[ShardStream], tuple[list[str], dict[str, np.ndarray]]]

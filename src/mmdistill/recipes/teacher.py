@@ -185,12 +185,9 @@ def _head_data(data: DataBundle, plan: TeacherPlan, stores: dict[str, Any]) -> D
               for s in SPLITS if st is None or s != "train"}
     if st is None:
         return replace(data, splits=splits)
-    from mmdistill.data.shard_stream import ShardStream
     from mmdistill.teachers.frozen import TeacherSampleTransform
 
-    train = ShardStream(st.index, st.split, transform=TeacherSampleTransform(plan, stores), shuffle=True,
-                        seed=st.seed, buffer_size=st.buffer_size, tasks=st.decode.tasks,
-                        target_sample_rate=st.decode.rate, verify=st.verify)
+    train = st.derive(transform=TeacherSampleTransform(plan, stores), shuffle=True)
     return replace(data, splits=splits, train_stream=train)
 
 

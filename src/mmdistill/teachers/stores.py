@@ -98,8 +98,7 @@ def open_embedding_store(root: str | Path, encoder: PretrainedEncoder, records: 
 def _raw_stream(stream: ShardStream) -> ShardStream:
     """``stream``'s split as raw records in packing order (no transform, no shuffle): what a raw-record
     teacher or a frozen encoder reads in its one pass over a streamed split."""
-    return ShardStream(stream.index, stream.split, transform=None, shuffle=False, tasks=stream.decode.tasks,
-                       target_sample_rate=stream.decode.rate, verify=stream.verify)
+    return stream.derive(transform=None, shuffle=False)
 
 
 def _embedding_extra(modality: str) -> dict[str, Any]:
