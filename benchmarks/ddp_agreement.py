@@ -24,15 +24,13 @@ import datetime as dt
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
-from foundation import _cpu_model, mean_ci, run_child, seeded_parser
+from foundation import machine_info, mean_ci, run_child, seeded_parser
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "ddp_agreement.yaml"
 MODES = ("one", "ddp")
@@ -150,8 +148,7 @@ def main() -> None:
         "config": str(CONFIG.relative_to(CONFIG.parents[2])),
         "overrides": args.overrides,
         "seeds": args.seeds,
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": metadata.version("torch")},
+        "machine": machine_info(),
         "runs": runs,
         "summary": summarize(runs),
     }

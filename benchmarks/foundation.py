@@ -43,6 +43,15 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def machine_info() -> dict[str, object]:
+    """The ``machine`` record of a seeded benchmark's results: CPU model, cores, platform, Python, torch."""
+    import os
+    from importlib import metadata
+
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": metadata.version("torch")}
+
+
 def run_child(cmd: list[str]) -> None:
     """Run one benchmark child process and stop it when this script is stopped.
 

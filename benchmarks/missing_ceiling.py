@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
-from foundation import _cpu_model, mean_ci, run_child, seeded_parser
+from foundation import machine_info, mean_ci, run_child, seeded_parser
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "distill.yaml"
 ALL = ("image", "text", "audio")
@@ -98,8 +95,7 @@ def main() -> None:
             "config": str(CONFIG.relative_to(CONFIG.parents[2])), "overrides": args.overrides,
             "seeds": [r["seed"] for r in runs], "requested_seeds": args.seeds,
             "complete": len(runs) == len(args.seeds),
-            "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                        "python": platform.python_version(), "torch": metadata.version("torch")},
+            "machine": machine_info(),
             "runs": runs, "summary": summarize(runs),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -118,3 +118,33 @@ def write_manifest(root: Any, classes: Sequence[str] = ("low", "high"), n_per_cl
     path = root / "manifest.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path
+
+
+def torchrun(*args: str) -> list[str]:
+    """The ``torchrun`` launcher next to this interpreter, followed by ``args``."""
+    import sys
+    from pathlib import Path
+
+    return [str(Path(sys.executable).parent / "torchrun"), *args]
+
+
+def launcher_env() -> dict[str, str]:
+    """``os.environ`` for a child launched by torchrun: one thread per process, and none of the
+    rendezvous variables (``RANK``, ``WORLD_SIZE``, ...) of a parent that runs under torchrun itself."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    return env
+
+
+def run_cli_torchrun(args: Sequence[str], cwd: Any, *, nproc: int = 2, timeout: float = 300) -> Any:
+    """``torchrun --standalone --nproc_per_node=<nproc> -m mmdistill.cli.main <args>`` in ``cwd``;
+    returns the finished ``subprocess.CompletedProcess`` (text output captured)."""
+    import subprocess
+
+    return subprocess.run(
+        [*torchrun("--standalone", f"--nproc_per_node={nproc}"), "-m", "mmdistill.cli.main", *args],
+        cwd=cwd, env=launcher_env(), capture_output=True, text=True, timeout=timeout,
+    )

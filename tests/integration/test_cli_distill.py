@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import run_cli_torchrun
+
 CLI = [sys.executable, "-m", "mmdistill.cli.main"]
 pytestmark = pytest.mark.slow
 
@@ -58,12 +60,8 @@ def test_distill_command_errors_name_the_fix(tmp_path: Path) -> None:
 
 def test_distill_stage_under_torchrun_two_processes(tmp_path: Path) -> None:
     """The distill stage under DDP: rank 0 builds the teacher cache once, both ranks train the student."""
-    torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "mmdistill.cli.main", "run", "smoke",
-         "stages=[teacher,student,distill,evaluate]", "--output-dir", str(tmp_path), "--name", "ddp"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_cli_torchrun(["run", "smoke", "stages=[teacher,student,distill,evaluate]", "--output-dir",
+                             str(tmp_path), "--name", "ddp"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "ddp"
     assert len(list((run / "cache").glob("teacher-*/logits.npy"))) == 1  # one cache, shared by the ranks

@@ -12,6 +12,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from _helpers import run_cli_torchrun
+
 CLI = [sys.executable, "-m", "mmdistill.cli.main"]
 pytestmark = pytest.mark.slow
 
@@ -123,12 +125,8 @@ def test_run_bad_manifest_names_file_and_row(tmp_path: Path) -> None:
 
 def test_run_under_torchrun_two_processes(tmp_path: Path) -> None:
     """`torchrun --nproc_per_node=2 -m mmdistill.cli.main run` trains with DDP (gloo) end to end."""
-    torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "mmdistill.cli.main", "run", "smoke",
-         "stages=[teacher,evaluate]", "--output-dir", str(tmp_path), "--name", "ddp"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_cli_torchrun(["run", "smoke", "stages=[teacher,evaluate]", "--output-dir", str(tmp_path),
+                             "--name", "ddp"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "ddp"
     assert json.loads((run / "versions.json").read_text())["world_size"] == 2

@@ -12,12 +12,13 @@ over 5 seeds (``benchmarks/results/ddp_agreement.json``, docs/benchmarks.md).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from _helpers import launcher_env, torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +31,10 @@ CONFIG = Path(__file__).resolve().parents[2] / "benchmarks" / "configs" / "ddp_a
 TOLERANCE = {"teacher": 0.050, "student-scratch": 0.045, "student-kd": 0.075, "student-kd-pruned": 0.070}
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    return env
-
-
 def _run(prefix: list[str], out: Path, name: str) -> Path:
     cmd = [*prefix, "-m", "mmdistill.cli.main", "run", str(CONFIG), "seed=0", "--output-dir", str(out),
            "--name", name, "--quiet"]
-    proc = subprocess.run(cmd, cwd=out, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=out, env=launcher_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return out / name
 
@@ -68,8 +62,7 @@ def _epochs(run: Path) -> dict[str, list[dict]]:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("ddp-agreement")
     one = _run([sys.executable], out, "one")
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    ddp = _run([torchrun, "--standalone", "--nproc_per_node=2"], out, "ddp")
+    ddp = _run(torchrun("--standalone", "--nproc_per_node=2"), out, "ddp")
     return one, ddp
 
 
@@ -125,13 +118,12 @@ def test_two_nodes_through_c10d_rendezvous(tmp_path: Path) -> None:
     rendezvous endpoint, as on two machines sharing a file system; here both run on this machine.
     Each process has LOCAL_RANK 0, so what must be done once is keyed on the global rank: one
     teacher cache, metrics written once, both ranks' work in one run."""
-    torchrun = str(Path(sys.executable).parent / "torchrun")
     endpoint = f"127.0.0.1:{_free_port()}"
-    cmd = [torchrun, "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
-           "--rdzv_id=mmdistill-test", "-m", "mmdistill.cli.main", "run", "smoke",
+    cmd = [*torchrun("--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
+                     "--rdzv_id=mmdistill-test"), "-m", "mmdistill.cli.main", "run", "smoke",
            "stages=[teacher,student,distill,evaluate]", "--output-dir", str(tmp_path), "--name", "nodes",
            "-q"]
-    nodes = [subprocess.Popen([*cmd[:1], f"--node_rank={i}", *cmd[1:]], cwd=tmp_path, env=_env(),
+    nodes = [subprocess.Popen([*cmd[:1], f"--node_rank={i}", *cmd[1:]], cwd=tmp_path, env=launcher_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in nodes]
     for i, (p, (_, err)) in enumerate(zip(nodes, outs, strict=True)):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _helpers import write_manifest
+from _helpers import run_cli_torchrun, write_manifest
 from mmdistill.config import load_config
 from mmdistill.data import preprocess as P
 from mmdistill.data import shard_stream as SS
@@ -178,12 +176,7 @@ def test_streamed_run_compresses_and_exports_from_the_first_train_rows(
 def test_streamed_run_under_torchrun_two_processes(tmp_path: Path, packed: Path) -> None:
     """2 ranks over 21 rows (10 and 11): equal batch counts per rank, so DDP never hangs; the chunked
     cache is built by rank 0 and read by both."""
-    torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "mmdistill.cli.main", "run", "smoke",
-         *_overrides(packed, tmp_path, "ddp", True)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_cli_torchrun(["run", "smoke", *_overrides(packed, tmp_path, "ddp", True)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "ddp"
     assert json.loads((run / "versions.json").read_text())["world_size"] == 2

@@ -216,15 +216,15 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] =
         report: dict[str, str] = {}
         if "evaluate" in cfg.stages and is_main():
             summary_path = run_dir / EVAL_DIR / "summary.json"
-            skipped = _done(progress, "evaluate", continuing) and summary_path.is_file()
-            if skipped:
+            evaluated = _done(progress, "evaluate", continuing) and summary_path.is_file()
+            if evaluated:
                 summary = json.loads(summary_path.read_text())
             else:
                 summary = evaluate_run(run_dir, data, cfg)
                 progress.mark("evaluate")
             # A resumed, finished run keeps its report as is (when all three files are there).
-            if summary and skipped and all((run_dir / f).is_file()
-                                           for f in ("results.json", "report.md", "report.html")):
+            if summary and evaluated and all((run_dir / f).is_file()
+                                             for f in ("results.json", "report.md", "report.html")):
                 report = {"html": str(run_dir / "report.html")}
             elif summary:
                 report = write_run_report(run_dir)
