@@ -119,3 +119,19 @@ def test_torchrun_two_processes_match_one_process(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, r0["epochs_run"] + 1))
     assert all(r["stage"] == "toy" for r in records)
+
+
+def test_cleanup_waits_for_the_other_ranks_unless_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(D.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(D.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    D.cleanup()
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    with pytest.raises(RuntimeError, match="rank failed"):
+        try:
+            raise RuntimeError("rank failed")
+        finally:
+            D.cleanup()  # a failing rank must not wait for the others
+    assert calls == ["destroy"]

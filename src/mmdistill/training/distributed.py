@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -227,6 +228,15 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def cleanup() -> None:
-    """Destroy the process group, if any (safe to call more than once)."""
+    """Destroy the process group, if any (safe to call more than once).
+
+    On the normal path every rank first meets at a barrier: a rank that tore the group down while
+    another still used it made gloo abort the process at exit now and then ("terminate called
+    without an active exception", SIGABRT; seen in about 1 of 4 two-process runs of
+    tests/training/ddp_worker.py). While an exception is propagating (``cleanup`` in a ``finally``)
+    there is no barrier, so a failing rank exits at once and torchrun stops the others.
+    """
     if dist.is_available() and dist.is_initialized():
+        if sys.exc_info()[1] is None:
+            dist.barrier()
         dist.destroy_process_group()
