@@ -114,7 +114,7 @@ def test_concat_roundtrip(half: Half, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fusion", "image", "audio", "text"),
     [("sum", "mlp", "crnn", "transformer"), ("gated", "cnn", "crnn", "lstm"),
-     ("attention", "cnn", "conv1d", "transformer")],
+     ("attention", "cnn", "conv1d", "transformer"), ("concat", "cnn", "conv1d", "textcnn")],
 )
 def test_fusions_and_encoder_kinds_roundtrip(fusion: str, image: str, audio: str, text: str,
                                              tmp_path: Path) -> None:
@@ -129,6 +129,8 @@ def test_fusions_and_encoder_kinds_roundtrip(fusion: str, image: str, audio: str
     assert spec["encoders"]["audio"]["kwargs"]["channels"] == ([4, 8] if audio == "crnn" else [4, 4])
     if image == "mlp":
         assert spec["encoders"]["image"]["kwargs"]["hidden"] == [8, 4]
+    if text == "textcnn":  # every conv stage of the text encoder narrows (an LSTM's width stays fixed)
+        assert spec["encoders"]["text"]["kwargs"]["channels"] == [4]
     if fusion == "attention":  # the key/value width stays split into equal heads
         fused = report.model.fusion
         assert fused.key.out_features == fused.value.out_features == 8 and fused.out_dim % fused.heads == 0

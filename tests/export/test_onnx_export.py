@@ -202,3 +202,36 @@ def test_student_preset_exports_at_the_demo_image_size(tmp_path: Path) -> None:
     other["image"] = torch.randn(6, 1, 28, 28)
     np.testing.assert_allclose(ort_logits(tmp_path / "s.onnx", other, info), eager_logits(model, other),
                                atol=1e-4)
+
+
+def _branch_ops(path: str | Path) -> dict[str, list[str]]:
+    """Op types of the exported graph per top-level module (``image``, ``text``, ``audio``, ...)."""
+    import onnx
+
+    ops: dict[str, list[str]] = {}
+    for node in onnx.load(str(path)).graph.node:
+        parts = node.name.strip("/").split("/")
+        ops.setdefault(parts[1] if len(parts) > 2 and parts[0] == "model" else "", []).append(node.op_type)
+    return ops
+
+
+@pytest.mark.parametrize("text", ["textcnn", "lstm"])
+def test_exported_graph_builds_each_mask_once_and_pools_in_one_node(text: str, tmp_path: Path) -> None:
+    """On ONNX Runtime a small student's batch-1 latency is mostly per-node cost, so the graph's size
+    is pinned: one frame mask per sequence branch (not one per conv stage), the image's grid pool as
+    one AveragePool (not a slice and a mean per bin), no If node, and a text CNN without an LSTM."""
+    torch.manual_seed(0)
+    spec = model_spec("tiny", modalities=ALL, num_classes=3, vocab_size=VOCAB, n_mels=MELS,
+                      encoders={"image": {"name": "cnn", "kwargs": {"grid": 2}}, "text": {"name": text},
+                                "audio": {"name": "conv1d", "kwargs": {"channels": [8, 8, 8]}}})
+    model = build_model(spec).eval()
+    info = export_onnx(model, tmp_path / "m.onnx", make_batch(4))
+    ops = _branch_ops(info.path)
+    assert ops["audio"].count("Range") == 1 and ops["audio"].count("MaxPool") == 6  # 3 stages x (data, mask)
+    assert ops["image"].count("AveragePool") == 1 and "Slice" not in ops["image"]
+    assert "If" not in [op for branch in ops.values() for op in branch]
+    if text == "textcnn":
+        assert ops["text"].count("Range") == 1 and ops["text"].count("Conv") == 1
+        assert "LSTM" not in ops["text"]
+    other = make_batch(3, steps=5, frames=13, seed=3)
+    assert np.abs(ort_logits(info.path, other, info) - eager_logits(model, other)).max() < 1e-4

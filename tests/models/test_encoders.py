@@ -11,12 +11,13 @@ from mmdistill.models.builders import PRESETS
 from mmdistill.models.encoders.audio import AudioConv1d, AudioCRNN
 from mmdistill.models.encoders.common import halve_lengths, reverse_padded
 from mmdistill.models.encoders.image import ImageCNN
-from mmdistill.models.encoders.text import TextLSTM, TextTransformer
+from mmdistill.models.encoders.text import TextCNN, TextLSTM, TextTransformer
 from mmdistill.models.registries import ENCODERS
 
 VOCAB, MELS = 50, 16
 EXPECTED_MODALITY = {
-    "cnn": "image", "mlp": "image", "lstm": "text", "transformer": "text", "crnn": "audio", "conv1d": "audio"
+    "cnn": "image", "mlp": "image", "lstm": "text", "transformer": "text", "textcnn": "text", "crnn": "audio",
+    "conv1d": "audio",
 }
 # Tiny kwargs of encoders the presets do not size (the mlp's input width is fixed: 16x16 test images).
 TINY_KWARGS = {"mlp": {"image_size": 16, "hidden": [8, 8]}}
@@ -95,7 +96,7 @@ def test_lstm_matches_packed_bidirectional_lstm() -> None:
     torch.testing.assert_close(out.pooled, expected, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lstm", "transformer", "crnn", "conv1d"])
+@pytest.mark.parametrize("name", ["lstm", "transformer", "textcnn", "crnn", "conv1d"])
 def test_sequence_encoders_ignore_padding(name: str) -> None:
     """In eval mode a row's output does not depend on how much its batch was padded."""
     torch.manual_seed(0)
@@ -124,6 +125,10 @@ def test_bad_constructor_values_raise_value_error() -> None:
         AudioCRNN(kernel_size=4)
     with pytest.raises(ValueError, match="multiple of heads"):
         TextTransformer(VOCAB, dim=10, heads=4)
+    with pytest.raises(ValueError, match="kernel_size odd"):
+        TextCNN(VOCAB, kernel_size=2)
+    with pytest.raises(ValueError, match="channels"):
+        TextCNN(VOCAB, channels=[8, 0])
 
 
 def test_image_cnn_handles_tiny_images_and_widths_follow_spec() -> None:
@@ -166,9 +171,29 @@ def test_audio_input_norm_removes_per_band_offset_and_gain() -> None:
 
 def test_grid_pool_for_export_matches_adaptive_pool_on_uneven_maps() -> None:
     """A 28x28 digit reaches the pool as 7x7; the export path must give PyTorch's adaptive bins."""
-    from mmdistill.models.encoders.image import _grid_pool
+    from mmdistill.models.encoders.image import _grid_pool, _uniform_bins
 
-    for (height, width), grid in (((7, 7), 2), ((7, 5), 3), ((4, 4), 2), ((1, 1), 2)):
+    # 7 -> 2 and 4 -> 2 take the one-AveragePool path; 5 -> 3 (bins of 2 and 3) and 1 -> 2 the slices.
+    assert (_uniform_bins(7, 2), _uniform_bins(4, 2), _uniform_bins(9, 1)) == ((4, 3), (2, 2), (9, 1))
+    assert _uniform_bins(5, 3) is None and _uniform_bins(1, 2) is None
+    cases = (((7, 7), 2), ((7, 5), 3), ((4, 4), 2), ((1, 1), 2), ((6, 9), 3), ((5, 5), 1))
+    for (height, width), grid in cases:
         h = torch.randn(2, 3, height, width)
         expected = torch.nn.functional.adaptive_avg_pool2d(h, grid)
         torch.testing.assert_close(_grid_pool(h, grid), expected)
+
+
+def test_textcnn_pools_mean_and_max_of_valid_steps_only() -> None:
+    """The pooled vector is the projection of [mean, max] over valid steps, by hand."""
+    torch.manual_seed(0)
+    enc = TextCNN(VOCAB, embed_dim=6, channels=[5, 7], kernel_size=3, out_dim=4, dropout=0.0).eval()
+    x, lengths = make_input("text", steps=9)
+    out = enc(x, lengths)
+    with torch.no_grad():
+        for i, n in enumerate(lengths.tolist()):
+            h = enc.embed(x[i : i + 1, :n]).transpose(1, 2)
+            for conv in enc.convs:
+                h = conv(h)  # unpadded: the convs' own zero padding is the only padding
+            expected = enc.proj(torch.cat([h.mean(-1), h.amax(-1)], dim=-1))
+            torch.testing.assert_close(out.pooled[i : i + 1], expected, atol=1e-5, rtol=1e-4)
+    assert out.tokens.shape == (4, 9, 7) and enc.token_dim == 7

@@ -62,7 +62,7 @@ def _encoder_knobs(m: str, name: str, enc: nn.Module) -> list[Knob]:
     knobs: list[Knob] = []
     if name == "cnn":
         knobs += [Knob(m, (*base, "channels", i), [s[0]]) for i, s in enumerate(enc.stages)]
-    elif name == "conv1d":
+    elif name in ("conv1d", "textcnn"):
         knobs += [Knob(m, (*base, "channels", i), [c[0]]) for i, c in enumerate(enc.convs)]
     elif name == "crnn":
         # The last stage's width times the pooled mel bands is the GRU's input width: GRUs are not prunable.
@@ -70,7 +70,7 @@ def _encoder_knobs(m: str, name: str, enc: nn.Module) -> list[Knob]:
     elif name == "mlp":
         linears = [layer for layer in enc.net if isinstance(layer, nn.Linear)]
         return [Knob(m, (*base, "hidden", i), [layer]) for i, layer in enumerate(linears)]
-    if name in ("cnn", "conv1d", "crnn", "lstm", "transformer"):
+    if name in ("cnn", "conv1d", "crnn", "lstm", "transformer", "textcnn"):
         knobs.append(Knob(m, (*base, "out_dim"), [enc.proj]))
     return knobs
 

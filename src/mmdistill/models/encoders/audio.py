@@ -103,14 +103,13 @@ class AudioCRNN(nn.Module):
         return EncoderOutput(pooled=self.proj(self.dropout(summary)), tokens=tokens, mask=mask)
 
 
-def _normalize_bands(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def _normalize_bands(x: torch.Tensor, valid: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per clip and mel band, zero mean and unit variance over the valid frames.
 
     Shapes:
-        x: ``[B, n_mels, F]``; lengths: ``[B]``. Returns ``[B, n_mels, F]`` (padding left unmasked;
-        the caller masks it).
+        x: ``[B, n_mels, F]``; valid: ``[B, 1, F]`` float, 1 at valid frames. Returns
+        ``[B, n_mels, F]`` (padding left unmasked; the caller masks it).
     """
-    valid = time_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)  # [B, 1, F]
     count = valid.sum(dim=-1, keepdim=True).clamp(min=1.0)
     mean = (x * valid).sum(dim=-1, keepdim=True) / count
     var = (((x - mean) * valid) ** 2).sum(dim=-1, keepdim=True) / count
@@ -174,13 +173,17 @@ class AudioConv1d(nn.Module):
         """Encode a padded log-mel batch."""
         check_feature_axis(x, 1, self.n_mels, "audio batch", "encoders.audio.kwargs.n_mels")
         lengths = full_lengths(lengths, x.shape[0], x.shape[-1], x.device)
+        # One float mask [B, 1, F], max-pooled with the activations: a ceil-mode pool of a prefix
+        # mask is the prefix mask of halve_lengths(lengths), so no stage rebuilds it from lengths
+        # (which costs an exported graph about ten shape/range/compare nodes per stage).
+        valid = time_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)
         if self.input_norm:
-            x = _normalize_bands(x, lengths)
-        h = _mask_frames(x, lengths)
+            x = _normalize_bands(x, valid)
+        h = x * valid
         for conv in self.convs:
-            h = self.pool(_mask_frames(conv(h), lengths))
-            lengths = halve_lengths(lengths)
-        mask = time_mask(lengths, h.shape[-1])
+            h = self.pool(conv(h) * valid)
+            valid = self.pool(valid)
+        mask = valid.squeeze(1) > 0
         tokens = h.transpose(1, 2)  # [B, F', C]; already zero at padding
         pooled = self.proj(self.dropout(masked_mean(tokens, mask)))
         return EncoderOutput(pooled=pooled, tokens=tokens, mask=mask)

@@ -50,8 +50,10 @@ def gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     Shapes:
         x: ``[B, T, D]``; index: ``[B]`` int64 in ``[0, T)``. Returns ``[B, D]``.
     """
-    idx = index.view(-1, 1, 1).expand(-1, 1, x.shape[-1])
-    return x.gather(1, idx).squeeze(1)
+    # expand_as and [:, 0] instead of expand(-1, 1, D) and squeeze(1): the exported graph then
+    # needs no shape arithmetic (Where/Equal on -1) and no If node for the squeeze.
+    idx = index.view(-1, 1, 1).expand_as(x[:, :1])
+    return x.gather(1, idx)[:, 0]
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -68,7 +70,7 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     t = torch.arange(steps, device=x.device).unsqueeze(0)
     last = lengths.unsqueeze(1) - 1
     idx = torch.where(t <= last, last - t, t)
-    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    return x.gather(1, idx.unsqueeze(-1).expand_as(x))
 
 
 def halve_lengths(lengths: torch.Tensor) -> torch.Tensor:

@@ -85,12 +85,19 @@ def _grid_pool(h: torch.Tensor, grid: int) -> torch.Tensor:
     ONNX has no adaptive pool whose input size is not a multiple of the output (a 28x28 digit
     reaches the pool as 7x7, pooled to 2x2 with overlapping bins [0, 4) and [3, 7)). The bins are
     PyTorch's: ``start = floor(i*H/g)``, ``end = ceil((i+1)*H/g)``; the spatial size is fixed by
-    the preprocessing, so the bounds are constants of the exported graph.
+    the preprocessing, so the bounds are constants of the exported graph. Where the bins are equal
+    and evenly strided (that 7x7 case, or any size divisible by ``grid``) it is one strided
+    average pool (one graph node instead of a slice and a mean per bin).
 
     Shapes:
         h: ``[B, C, H, W]``. Returns ``[B, C, grid, grid]``.
     """
     height, width = int(h.shape[2]), int(h.shape[3])
+    uniform = _uniform_bins(height, grid), _uniform_bins(width, grid)
+    if uniform[0] is not None and uniform[1] is not None:
+        # Equal bins at a constant stride (7 -> 2: [0, 4) and [3, 7)) are one AveragePool node.
+        (kh, sh), (kw, sw) = uniform[0], uniform[1]
+        return nn.functional.avg_pool2d(h, (kh, kw), (sh, sw))
     rows = []
     for i in range(grid):
         r0, r1 = (i * height) // grid, -((-(i + 1) * height) // grid)
@@ -100,6 +107,17 @@ def _grid_pool(h: torch.Tensor, grid: int) -> torch.Tensor:
             cols.append(h[:, :, r0:r1, c0:c1].mean(dim=(2, 3)))
         rows.append(torch.stack(cols, dim=-1))
     return torch.stack(rows, dim=-2)
+
+
+def _uniform_bins(size: int, grid: int) -> tuple[int, int] | None:
+    """``(kernel, stride)`` when PyTorch's adaptive bins over ``size`` are one strided window, else None."""
+    bins = [((i * size) // grid, -((-(i + 1) * size) // grid)) for i in range(grid)]
+    kernel = bins[0][1] - bins[0][0]
+    stride = bins[1][0] - bins[0][0] if grid > 1 else 1
+    equal = all(end - start == kernel and start == i * stride for i, (start, end) in enumerate(bins))
+    if stride >= 1 and equal:
+        return kernel, stride
+    return None
 
 
 def _image_shape(image_size: int | Sequence[int]) -> tuple[int, int]:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from mmdistill.data.batch import PAD_ID
 from mmdistill.errors import DataError
-from mmdistill.models.encoders.common import full_lengths, gather_time, masked_mean, reverse_padded, time_mask
+from mmdistill.models.encoders.common import (
+    check_widths,
+    full_lengths,
+    gather_time,
+    masked_mean,
+    reverse_padded,
+    time_mask,
+)
 from mmdistill.models.outputs import EncoderOutput
 from mmdistill.models.registries import ENCODERS
 
@@ -191,3 +200,81 @@ class TextTransformer(nn.Module):
         tokens = h * mask.unsqueeze(-1).to(h.dtype)
         pooled = self.proj(self.dropout(masked_mean(tokens, mask)))
         return EncoderOutput(pooled=pooled, tokens=tokens, mask=mask)
+
+
+@ENCODERS.register("textcnn", modality="text")
+class TextCNN(nn.Module):
+    """Embedding + Conv1d-BN-ReLU stages over tokens; pooled = projection of [masked mean, max].
+
+    The convolutional sentence encoder of Kim (2014), "Convolutional Neural Networks for Sentence
+    Classification" (EMNLP), with stacked same-length stages instead of parallel widths. It is
+    the text encoder to pick for a student that will be compressed: every layer after the
+    embedding is a conv or a linear, so structured pruning narrows each stage (an LSTM's width
+    is fixed) and ONNX Runtime static int8 quantizes each of them (an LSTM stays float32 there),
+    and its exported graph has a few dozen nodes instead of the bidirectional LSTM's masking,
+    reversing and gathering.
+
+    Padding never changes a row's output in eval mode: the embeddings and every stage's output are
+    zeroed at padded steps (so a conv sees the same zeros at a row's end as an unpadded row does),
+    and after a ReLU a zero never beats a valid step in the max.
+
+    Args:
+        vocab_size: number of token ids (id 0 is padding).
+        embed_dim: embedding width.
+        channels: output width of each conv stage (the time axis keeps its length).
+        kernel_size: odd conv kernel size over tokens.
+        out_dim: width of the pooled output.
+        dropout: dropout before the projection.
+
+    Shapes:
+        x: ``[B, T]`` int64; lengths: ``[B]`` (0 for absent rows, clamped to 1) or None.
+        Returns pooled ``[B, out_dim]``, tokens ``[B, T, channels[-1]]`` (zero at padding) and
+        mask ``[B, T]``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 64,
+        channels: Sequence[int] = (128, 128),
+        kernel_size: int = 3,
+        out_dim: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        widths = check_widths("channels", list(channels))
+        if vocab_size < 1 or embed_dim < 1 or out_dim < 1 or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                f"vocab_size, embed_dim, out_dim must be >= 1 and kernel_size odd, got {vocab_size}, "
+                f"{embed_dim}, {out_dim}, {kernel_size}"
+            )
+        self.vocab_size = int(vocab_size)
+        self.out_dim = int(out_dim)
+        self.token_dim = widths[-1]
+        self.embed = nn.Embedding(self.vocab_size, embed_dim, padding_idx=PAD_ID)
+        self.convs = nn.ModuleList()
+        prev = int(embed_dim)
+        for width in widths:
+            self.convs.append(
+                nn.Sequential(
+                    nn.Conv1d(prev, width, kernel_size, padding=kernel_size // 2, bias=False),
+                    nn.BatchNorm1d(width),
+                    nn.ReLU(inplace=True),
+                )
+            )
+            prev = width
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(2 * prev, self.out_dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
+        """Encode padded token ids."""
+        batch, steps = x.shape
+        lengths = full_lengths(lengths, batch, steps, x.device)
+        mask = time_mask(lengths, steps)
+        valid = mask.unsqueeze(1).to(self.embed.weight.dtype)  # [B, 1, T]
+        h = self.embed(x).transpose(1, 2) * valid  # [B, E, T]
+        for conv in self.convs:
+            h = conv(h) * valid
+        mean = h.sum(dim=-1) / valid.sum(dim=-1).clamp_min(1.0)
+        pooled = self.proj(self.dropout(torch.cat([mean, h.amax(dim=-1)], dim=-1)))
+        return EncoderOutput(pooled=pooled, tokens=h.transpose(1, 2), mask=mask)
