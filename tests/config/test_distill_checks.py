@@ -108,3 +108,19 @@ def test_valid_variants_pass() -> None:
         "tf": {"strategy": "teacher_free", "kwargs": {"correct_prob": 0.95}},
     }}})
     assert list(cfg.distill.students) == ["kd", "cm", "mt", "tf"]
+
+
+def test_mixup_needs_an_online_mmdistill_teacher() -> None:
+    problems = _problems({"cache": "on", "students": {
+        "fm": {"mixup": 1.0}, "tf": {"strategy": "teacher_free", "mixup": 0.5}}})
+    text = "\n".join(problems)
+    assert "distill.students.fm.mixup: mixed inputs are new every step" in text
+    assert "distill.cache is 'on'" in text
+    assert "students.tf.mixup: strategy 'teacher_free' has no teacher to match on mixed inputs" in text
+    external = _problems({"students": {"fm": {"mixup": 1.0}}},
+                         teacher={"external": {"kind": "onnx", "path": "t.onnx"}})
+    assert any("fm.mixup: the teacher reads raw records (teacher.external)" in p for p in external)
+    with pytest.raises(ConfigError, match=r"distill.students.fm.mixup"):
+        config_from_dict({"distill": {"students": {"fm": {"mixup": -0.5}}}})
+    cfg = config_from_dict({"distill": {"students": {"fm": {"mixup": 0.4}, "kd": {}}}})
+    assert cfg.distill.students["fm"].mixup == 0.4 and cfg.distill.students["kd"].mixup == 0.0

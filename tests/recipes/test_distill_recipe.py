@@ -131,3 +131,18 @@ def test_adopt_teacher_tokenizer(tmp_path: Path) -> None:
     (run / "tokenizer.json").write_text('{"v": 2}')
     with pytest.raises(CheckpointError, match="differs from the one teacher"):
         adopt_teacher_tokenizer(src_run / "teacher", run)
+
+
+def test_mixup_student_runs_its_teacher_online_and_others_keep_the_cache(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _save_teacher(tmp_path)
+    cfg = _cfg({"fm": {"strategy": "logit_kd", "mixup": 1.0}, "kd": {"strategy": "logit_kd"}})
+    with caplog.at_level("INFO", logger="mmdistill.recipes.distill"):
+        run_distill_stage(cfg, _data(), tmp_path, logger=MetricsLogger(None, quiet=True))
+    assert "teacher runs online: mixup 1 makes every training batch new" in caplog.text
+    assert "distill fm: strategy=logit_kd, teachers=[teacher: online]" in caplog.text
+    assert "mixup=1" in caplog.text
+    assert "distill kd: strategy=logit_kd, teachers=[teacher: cache]" in caplog.text
+    assert len(list((tmp_path / "cache").glob("teacher-*"))) == 1  # built for kd only
+    for name in ("fm", "kd"):
+        assert (tmp_path / "students" / name / "model.json").is_file()

@@ -182,5 +182,28 @@ def distill_problems(cfg: Config, model_problems: Any) -> list[str]:
         if v.strategy == "robust" and v.modality_dropout == 0:
             problems.append(f"{key}.modality_dropout: strategy 'robust' needs a probability in (0, 1), got "
                             "0; leave it null (0.3) or use logit_kd")
+        problems += _mixup_problems(key, v, teachers, cfg)
         problems += _term_problems(key, v, teachers, s_mods, cfg)
+    return problems
+
+
+def _mixup_problems(key: str, v: DistillStudentConfig, teachers: list[str], cfg: Config) -> list[str]:
+    """Mixup feeds the teachers new (mixed) inputs: they must run online on the student's tensors."""
+    if v.mixup <= 0:
+        return []
+    from mmdistill.teachers.spec import teacher_kind
+
+    problems = []
+    if cfg.distill.cache == "on":
+        problems.append(f"{key}.mixup: mixed inputs are new every step, so the teacher cannot be read from a "
+                        f"cache, and distill.cache is 'on' (cache required), got mixup {v.mixup:g}; set "
+                        "distill.cache to auto (this student then runs its teacher online) or mixup to 0")
+    if "teacher" in teachers and teacher_kind(cfg) != "mmdistill":
+        section = "teacher.external" if teacher_kind(cfg) == "external" else "teacher.pretrained"
+        problems.append(f"{key}.mixup: the teacher reads raw records ({section}) and is only "
+                        f"available through its cache, so it cannot see mixed inputs, got mixup {v.mixup:g}; "
+                        "set mixup to 0 or distill from an mmdistill teacher")
+    if not teachers:
+        problems.append(f"{key}.mixup: strategy '{v.strategy}' has no teacher to match on mixed inputs, got "
+                        f"mixup {v.mixup:g}; set mixup to 0")
     return problems

@@ -244,6 +244,8 @@ class DistillStudentConfig(_Strict):
     ``ce_weight: null`` = 0 with a ``kd_ce`` term (which holds CE already), else 1.
     ``teachers: null`` = ``distill.teachers``. ``modality_dropout: null`` = the train section's
     (``robust``: 0.3 when that is 0); it hides modalities from the student only.
+    ``mixup`` = Beta parameter of multimodal input mixup ("function matching"; 0 = off): the
+    teacher then runs online on every mixed batch instead of being read from the cache.
     ``kwargs`` = the strategy's own options (``teacher_free``: ``correct_prob``).
     ``train: null`` = the ``student.train`` section.
     """
@@ -260,6 +262,7 @@ class DistillStudentConfig(_Strict):
     teacher_weighting: Literal["fixed", "confidence"] = "fixed"
     teacher_weights: dict[str, Annotated[Float, Field(ge=0)]] = Field(default_factory=dict)
     modality_dropout: Annotated[Float, Field(ge=0, lt=1)] | None = None
+    mixup: Annotated[Float, Field(ge=0)] = 0.0
     kwargs: dict[str, Any] = Field(default_factory=dict)
     train: TrainConfig | None = None
 

@@ -77,6 +77,10 @@ def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Conf
     if cfg.distill.cache == "off":
         log.info("teacher runs online: distill.cache is off (%s)", ", ".join(strategy.teacher_names))
         return
+    if strategy.mixup > 0:  # checked against distill.cache: on and raw-record teachers before training
+        log.info("teacher runs online: mixup %g makes every training batch new, so cached outputs do not "
+                 "apply (%s)", strategy.mixup, ", ".join(strategy.teacher_names))
+        return
     caches = {}
     preprocessing = cfg.data.model_dump(mode="json", include={"image", "audio", "text"})
     show = cfg.logging.progress and not cfg.logging.quiet
@@ -161,7 +165,7 @@ def distill_student(
         variant.strategy, student, key=key, teachers=own,
         terms=[t.model_dump() for t in variant.terms] if variant.terms is not None else None,
         ce_weight=variant.ce_weight, modality_dropout=dropout, label_smoothing=train_cfg.label_smoothing,
-        task_weights=task_weights, **options,
+        task_weights=task_weights, mixup=variant.mixup, **options,
     )
     device = _device(cfg)
     attach_teacher_caches(strategy, data, cfg, run_dir, device)

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmdistill.data.batch import Batch
+from mmdistill.data.batch import Batch, batch_size
+from mmdistill.distill.mixup import mix_batch, permute_labels, sample_mix
 from mmdistill.distill.registries import build_loss, loss_family
 from mmdistill.distill.strategies.terms import OutputCache, TargetFn, TeacherOutputs, Term, as_terms
 from mmdistill.errors import ConfigError
@@ -67,6 +68,9 @@ class DistillStrategy(nn.Module):
         target_fn: see :data:`TargetFn`; default: the single teacher's logits.
         task_weights: multi-task students: task → CE weight (default 1 each).
         label_smoothing: of the CE term.
+        mixup: Beta parameter of multimodal input mixup ("function matching", Beyer et al. 2022;
+            :mod:`mmdistill.distill.mixup`); 0 = off. Teacher and student see the same mixed
+            batch, so the teachers run online: no cache may be given.
         name: the strategy's registry name (logs and error messages).
         key: config key of the strategy (error messages), e.g. ``distill.students.kd``.
     """
@@ -83,6 +87,7 @@ class DistillStrategy(nn.Module):
         target_fn: TargetFn | None = None,
         task_weights: Mapping[str, float] | None = None,
         label_smoothing: float = 0.0,
+        mixup: float = 0.0,
         name: str = "strategy",
         key: str = "distill",
     ) -> None:
@@ -94,6 +99,11 @@ class DistillStrategy(nn.Module):
         problems: list[str] = []
         if not 0.0 <= modality_dropout < 1.0:
             problems.append(f"{key}.modality_dropout: must be in [0, 1), got {modality_dropout}")
+        if not float(mixup) >= 0:
+            problems.append(f"{key}.mixup: must be >= 0 (0 = off), got {mixup}")
+        elif float(mixup) > 0 and caches:
+            problems.append(f"{key}.mixup: mixed inputs need the teachers online, but caches were given for "
+                            f"{sorted(caches)}; drop the caches or set mixup to 0")
         if ce_weight is not None and not ce_weight >= 0:
             problems.append(f"{key}.ce_weight: must be >= 0, got {ce_weight}")
         if sorted(set(caches) - set(teachers)):
@@ -109,6 +119,7 @@ class DistillStrategy(nn.Module):
         self.modality_dropout = float(modality_dropout)
         self.task_weights = dict(task_weights or {})
         self.label_smoothing = float(label_smoothing)
+        self.mixup = float(mixup)
         self.target_fn: TargetFn = target_fn or single_teacher_target
         for t in teachers.values():
             t.eval().requires_grad_(False)
@@ -209,6 +220,9 @@ class DistillStrategy(nn.Module):
         unknown = sorted(set(caches) - set(self.teacher_names))
         if unknown:
             raise ConfigError(f"caches given for {unknown}, which are not teachers ({self.teacher_names})")
+        if self.mixup > 0 and caches:
+            raise ConfigError(f"mixup {self.mixup:g} needs the teachers online on mixed inputs; caches "
+                              f"given for {sorted(caches)}")
         self._caches.update(caches)
         for name in caches:
             self._teachers.pop(name, None)
@@ -261,20 +275,32 @@ class DistillStrategy(nn.Module):
         """
         if not compute_loss:
             return self.student(batch)
+        partner: Batch | None = None  # mixup: the same rows with their partners' labels
+        lam = 1.0
+        if self.training and self.mixup > 0:
+            perm, lam = sample_mix(batch_size(batch), self.mixup)
+            batch = mix_batch(batch, perm, lam)
+            partner = permute_labels(batch, perm)
+
+        def mixed(fn: Callable[[Batch], torch.Tensor]) -> torch.Tensor:
+            # lam * L(y_a) + (1 - lam) * L(y_b): mixup's criterion; equal to L for label-free losses.
+            return fn(batch) if partner is None else lam * fn(batch) + (1.0 - lam) * fn(partner)
+
         student_batch = batch
         if self.training and self.modality_dropout > 0:
             # Only the student loses modalities; the teachers (and caches) keep the full input.
             student_batch = drop_modalities_randomly(batch, self.modality_dropout)
         out = self.student(student_batch)
         teacher_out = self.teacher_outputs(batch) if self.teacher_names else {}
-        ce = self.supervised_loss(out, batch)
+        ce = mixed(lambda b: self.supervised_loss(out, b))
         result: dict[str, torch.Tensor] = {"logits": out.logits, "loss/ce": ce.detach()}
         total = self.ce_weight * ce
         for log_key, term in self.terms.items():
             loss = self.losses[log_key]
             if self.families[log_key] == "logits":
                 target = self.target_fn(teacher_out, batch, self.temperatures[log_key], out.logits.detach())
-                value = loss(out.logits, target.to(out.logits.dtype), batch["label"])
+                target = target.to(out.logits.dtype)
+                value = mixed(lambda b, loss=loss, target=target: loss(out.logits, target, b["label"]))
             else:
                 assert term.teacher is not None and term.student_feature and term.teacher_feature
                 t_feat = teacher_out[term.teacher][term.teacher_feature]
@@ -289,7 +315,8 @@ class DistillStrategy(nn.Module):
         terms = [f"{k} x{t.weight:g}" for k, t in self.terms.items()]
         return (f"strategy={self.strategy_name}, teachers=[{', '.join(sources)}], "
                 f"ce_weight={self.ce_weight:g}, terms=[{', '.join(terms)}], "
-                f"modality_dropout={self.modality_dropout:g}")
+                f"modality_dropout={self.modality_dropout:g}"
+                + (f", mixup={self.mixup:g}" if self.mixup else ""))
 
 
 def distill_step(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
