@@ -26,7 +26,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = load_config("smoke", [
         f"output_dir='{out}'", "name=c", "logging.quiet=true", "data.limit=64",
         "stages=[teacher, student, compress]", "teacher.train.epochs=1", "student.train.epochs=1",
-        "compress.source=scratch", "compress.prune.recover.epochs=1", "compress.sweep.bits=[4, 8]",
+        "compress.source=scratch", "compress.prune.recover.epochs=1", "compress.prune.round_to=2",
+        "compress.sweep.bits=[4, 8]",
         "compress.sparsity.enabled=true", "compress.qat.enabled=true", "compress.qat.bits=4",
         "compress.qat.recover.epochs=1",
     ])
@@ -67,6 +68,9 @@ def test_pruned_student_has_fewer_parameters_and_reloads(run: Path) -> None:
     spec = read_model_json(run / "students" / "scratch-pruned")["spec"]
     before, after = info["channels"]["fusion"]["fusion.kwargs.dim"]
     assert spec["fusion"]["kwargs"]["dim"] == after < before
+    # compress.prune.round_to reaches the pruner: every kept width is a multiple of 2
+    assert info["round_to"] == 2
+    assert all(kept % 2 == 0 for per in info["channels"].values() for _, kept in per.values())
     logits = pruned(_example(run)).logits
     assert logits.shape == (2, 10) and torch.isfinite(logits).all()
     # recovery fine-tuning went through the distill recipe and logged under the variant's stage

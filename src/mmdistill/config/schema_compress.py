@@ -45,13 +45,19 @@ class RecoveryConfig(_Strict):
 
 
 class PruneConfig(_Strict):
-    """Structured channel pruning: ``ratio`` of the channels removed (``branch_ratios`` per branch)."""
+    """Structured channel pruning: ``ratio`` of the channels removed (``branch_ratios`` per branch).
+
+    ``round_to`` keeps every pruned width a multiple of it (None: any width). ONNX Runtime's
+    convolutions work on blocks of channels (16 floats with AVX-512), so a width that is not a
+    multiple of the block computes as the next multiple up and pruning it saves less than its MACs.
+    """
 
     enabled: bool = True
     ratio: Ratio = 0.5
     branch_ratios: dict[Branch, Ratio] = Field(default_factory=dict)
     importance: Literal["magnitude", "taylor"] = "magnitude"
     taylor_batches: Annotated[_Int, Field(gt=0)] = 8
+    round_to: Annotated[_Int, Field(gt=0)] | None = None
     recover: RecoveryConfig = Field(default_factory=RecoveryConfig)
 
 

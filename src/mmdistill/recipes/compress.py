@@ -192,6 +192,7 @@ def run_compress_stage(
             branch_ratios=dict(c.prune.branch_ratios),
             importance=c.prune.importance,
             taylor_batches=train,
+            round_to=c.prune.round_to,
         )
         name = f"{src}-{PRUNED}"
         before = accuracy_on(report.model, val)
