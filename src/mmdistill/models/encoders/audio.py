@@ -16,6 +16,7 @@ from torch import nn
 from mmdistill.models.encoders.common import (
     check_feature_axis,
     check_widths,
+    conv1d_stages,
     full_lengths,
     gather_time,
     halve_lengths,
@@ -154,20 +155,10 @@ class AudioConv1d(nn.Module):
         self.out_dim = int(out_dim)
         self.token_dim = widths[-1]
         self.input_norm = bool(input_norm)
-        self.convs = nn.ModuleList()
-        prev = self.n_mels
-        for width in widths:
-            self.convs.append(
-                nn.Sequential(
-                    nn.Conv1d(prev, width, kernel_size, padding=kernel_size // 2, bias=False),
-                    nn.BatchNorm1d(width),
-                    nn.ReLU(inplace=True),
-                )
-            )
-            prev = width
+        self.convs = conv1d_stages(self.n_mels, widths, kernel_size)
         self.pool = nn.MaxPool1d(2, ceil_mode=True)
         self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(prev, self.out_dim)
+        self.proj = nn.Linear(widths[-1], self.out_dim)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """Encode a padded log-mel batch."""

@@ -7,6 +7,7 @@ encoders that use them trace and export to ONNX with a dynamic batch and length.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from mmdistill.errors import DataError
 
@@ -80,6 +81,26 @@ def halve_lengths(lengths: torch.Tensor) -> torch.Tensor:
         lengths: ``[B]``. Returns ``[B]``.
     """
     return torch.div(lengths + 1, 2, rounding_mode="floor")
+
+
+def conv1d_stages(in_channels: int, widths: list[int], kernel_size: int) -> nn.ModuleList:
+    """Conv1d-BN-ReLU stages (same length: padding ``kernel_size // 2``, no bias before the BN).
+
+    Each stage is ``nn.Sequential(conv, bn, relu)``, so ``stages[i][0]`` is the conv whose output
+    width ``widths[i]`` structured pruning changes.
+    """
+    stages = nn.ModuleList()
+    prev = int(in_channels)
+    for width in widths:
+        stages.append(
+            nn.Sequential(
+                nn.Conv1d(prev, width, kernel_size, padding=kernel_size // 2, bias=False),
+                nn.BatchNorm1d(width),
+                nn.ReLU(inplace=True),
+            )
+        )
+        prev = width
+    return stages
 
 
 def check_widths(name: str, channels: list[int]) -> list[int]:

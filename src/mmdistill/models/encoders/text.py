@@ -11,6 +11,7 @@ from mmdistill.data.batch import PAD_ID
 from mmdistill.errors import DataError
 from mmdistill.models.encoders.common import (
     check_widths,
+    conv1d_stages,
     full_lengths,
     gather_time,
     masked_mean,
@@ -252,19 +253,9 @@ class TextCNN(nn.Module):
         self.out_dim = int(out_dim)
         self.token_dim = widths[-1]
         self.embed = nn.Embedding(self.vocab_size, embed_dim, padding_idx=PAD_ID)
-        self.convs = nn.ModuleList()
-        prev = int(embed_dim)
-        for width in widths:
-            self.convs.append(
-                nn.Sequential(
-                    nn.Conv1d(prev, width, kernel_size, padding=kernel_size // 2, bias=False),
-                    nn.BatchNorm1d(width),
-                    nn.ReLU(inplace=True),
-                )
-            )
-            prev = width
+        self.convs = conv1d_stages(embed_dim, widths, kernel_size)
         self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(2 * prev, self.out_dim)
+        self.proj = nn.Linear(2 * widths[-1], self.out_dim)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """Encode padded token ids."""
