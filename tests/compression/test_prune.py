@@ -214,6 +214,10 @@ def test_input_model_is_not_changed_and_round_to_is_respected() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(after % 4 == 0 for b in report.channels.values() for _, after in b.values())
     assert report.channels["image"]["encoders.image.kwargs.channels[0]"] == [8, 4]  # 8 - floor(2.4) = 6 -> 4
+    # A width of one multiple or more never drops below one multiple: 8 -> 8 at round_to 8, ratio 0.9.
+    aligned = prune_structured(model, make_batch(), ratio=0.9, round_to=8)
+    assert aligned.channels["image"]["encoders.image.kwargs.channels[0]"] == [8, 8]
+    assert aligned.channels["fusion"]["fusion.kwargs.dim"] == [16, 8]
 
 
 @pytest.mark.parametrize(

@@ -161,10 +161,16 @@ def resolve_ratios(
 
 
 def _target(knob: Knob, width: int, ratio: float, round_to: int | None) -> int:
-    """Kept width: ``width - floor(width * ratio)`` rounded down to the knob's multiple and ``round_to``."""
+    """Kept width: ``width - floor(width * ratio)`` rounded down to the knob's multiple and ``round_to``.
+
+    A width of at least one multiple keeps at least one (``round_to=16``: 16 stays 16 at any ratio,
+    24 becomes 16), so a block-aligned model can be pruned whatever its smallest layer.
+    """
     keep = width - int(width * ratio)
     multiple = math.lcm(knob.multiple, round_to or 1)
     keep -= keep % multiple
+    if keep < 1 and ratio > 0 and width >= multiple:
+        keep = multiple
     if keep < 1:
         extra = f", round_to={round_to}" if round_to else ""
         heads = f" (a multiple of {knob.multiple} heads)" if knob.multiple > 1 else ""
