@@ -1,0 +1,161 @@
+"""Block-aligned pruning (issue 4): does pruning pay on ONNX Runtime once widths are multiples of 16?
+
+Per seed, in the run folder of ``benchmarks/compress.py`` (which must have run there first), the
+compress and export stages run once more for each text-CNN student (``kd-cnn``, ``kd-cnn-wide``)
+with the same pruning ratio (30%) and recovery, but ``compress.prune.round_to=16``: every pruned
+width is a multiple of 16, the channel block of ONNX Runtime's AVX-512 convolutions (the bit sweep
+is off: it does not depend on pruning). Printed as mean ± sd (95% t-interval) over seeds, per
+student:
+
+- MACs and parameters of the pruned student against the unpruned one;
+- pruned over unpruned latency on each runtime (eager, ORT fp32, ORT static int8) at batch 1 and 64
+  (target at 2x fewer MACs: >= 1.6x lower latency) and test points lost after recovery (<= 0.3);
+- the deployed student (pruned + ORT static int8) against the fp32 eager teacher at batch 1
+  (target >= 30x, within 0.5 points of the fp32 student).
+
+Usage:
+    .venv/bin/python benchmarks/compress_aligned.py --seeds 0 1 2 --workdir DIR_OF_COMPRESS_PY
+    .venv/bin/python benchmarks/compress_aligned.py --reprint benchmarks/results/compress_aligned.json
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+from compress import CONFIG, _cli, _collect, _fmt, _lat, run_args
+from foundation import machine_info, seeded_parser
+
+SOURCES = ("kd-cnn", "kd-cnn-wide")
+ROUND_TO = 16
+PASS = [
+    "stages=[compress, export, evaluate]",
+    f"compress.prune.round_to={ROUND_TO}",
+    "compress.sweep.enabled=false",
+]
+
+
+def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
+    run, common = run_args(seed, workdir, overrides)
+    if not (run / "students" / "kd-cnn" / "model.json").exists():
+        raise SystemExit(
+            f"{run} holds no kd-cnn student: run benchmarks/compress.py with --workdir {workdir} first"
+        )
+    t0 = time.perf_counter()
+    per_source = {}
+    for source in SOURCES:
+        _cli(["run", *common, *PASS, f"compress.source={source}"])
+        got = _collect(run, source)
+        got.pop("sweep")  # the stale sweep of compress.py's pass: not rerun here
+        evals = {p.stem: json.loads(p.read_text()) for p in (run / "eval").glob(f"student-{source}*.json")}
+        got["eager_accuracy"] = {
+            n: evals[n]["accuracy"] for n in (f"student-{source}", f"student-{source}-pruned")
+        }
+        got["channels"] = json.loads((run / "compress" / "summary.json").read_text())["variants"][
+            f"{source}-pruned"
+        ]["pruning"]["channels"]
+        per_source[source] = got
+    return {"seed": seed, "wall_s": time.perf_counter() - t0, "sources": per_source}
+
+
+def summarize(runs: list[dict]) -> dict:
+    out: dict = {}
+    for src in SOURCES:
+        per: dict[str, list[float]] = {}
+        for r in runs:
+            got = r["sources"][src]
+            arts, p, acc = got["artifacts"], got["pruning"], got["eager_accuracy"]
+            s = f"student-{src}"
+
+            def add(key: str, value: float, per: dict = per) -> None:
+                per.setdefault(key, []).append(value)
+
+            add("macs_ratio", p["macs_before"]["total"] / p["macs_after"]["total"])
+            add("params_ratio", p["params_before"] / p["params_after"])
+            for rt, suffix in (("eager", ""), ("ort_fp32", ".onnx"), ("ort_int8", ".int8")):
+                for b in (1, 64):
+                    add(
+                        f"latency_ratio_{rt}_b{b}",
+                        _lat(arts[s + suffix], b) / _lat(arts[f"{s}-pruned{suffix}"], b),
+                    )
+            add("points_lost_after_recovery", 100 * (acc[s] - acc[f"{s}-pruned"]))
+            deployed = arts[f"{s}-pruned.int8"]
+            add("deployed_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(deployed, 1))
+            add("deployed_points_vs_fp32_student", 100 * (deployed["accuracy"] - acc[s]))
+            add("deployed_b1_ms", _lat(deployed, 1))
+            add("pruned_ort_fp32_b1_ms", _lat(arts[f"{s}-pruned.onnx"], 1))
+            shipped = arts[got["ship"]["name"]]
+            add("shipped_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(shipped, 1))
+        out[src] = per
+    return out
+
+
+LABELS = {
+    "macs_ratio": ("pruning: x fewer MACs", 2),
+    "params_ratio": ("pruning: x fewer parameters", 2),
+    "latency_ratio_eager_b1": ("pruning: x lower latency, eager b1", 2),
+    "latency_ratio_eager_b64": ("pruning: x lower latency, eager b64", 2),
+    "latency_ratio_ort_fp32_b1": ("pruning: x lower latency, ORT fp32 b1", 2),
+    "latency_ratio_ort_fp32_b64": ("pruning: x lower latency, ORT fp32 b64", 2),
+    "latency_ratio_ort_int8_b1": ("pruning: x lower latency, ORT int8 b1", 2),
+    "latency_ratio_ort_int8_b64": ("pruning: x lower latency, ORT int8 b64", 2),
+    "points_lost_after_recovery": ("pruning: test points lost after recovery (eager)", 2),
+    "deployed_vs_teacher_b1": ("deployed (pruned + ORT int8) vs fp32 eager teacher, x faster at b1", 1),
+    "deployed_points_vs_fp32_student": ("deployed test acc minus fp32 eager student (points)", 2),
+    "deployed_b1_ms": ("deployed student b1 median (ms)", 3),
+    "pruned_ort_fp32_b1_ms": ("pruned student, ORT fp32 b1 median (ms)", 3),
+    "shipped_vs_teacher_b1": ("shipped artifact (export.ship) vs fp32 eager teacher, x faster at b1", 1),
+}
+
+
+def report(s: dict, runs: list[dict], out: Path) -> None:
+    print(
+        f"| measure, round_to={ROUND_TO} (over {len(runs)} seeds) | "
+        + " | ".join(f"student-{x}" for x in SOURCES)
+        + " |"
+    )
+    print("|---|" + "---|" * len(SOURCES))
+    for key, (label, digits) in LABELS.items():
+        print(f"| {label} | " + " | ".join(_fmt(s[src][key], digits) for src in SOURCES) + " |")
+    for src in SOURCES:
+        widths = {k: v for per in runs[0]["sources"][src]["channels"].values() for k, v in per.items()}
+        print(
+            f"\n{src} widths (before -> after): "
+            + ", ".join(f"{k.split('.', 1)[1]} {a}->{b}" for k, (a, b) in widths.items())
+        )
+    walls = ", ".join(f"{r['wall_s']:.0f}" for r in runs)
+    print(f"\nwall time per seed (s): {walls}; raw results: {out}")
+
+
+def main() -> None:
+    ap = seeded_parser(__doc__, seeds=[0, 1, 2], out="benchmarks/results/compress_aligned.json")
+    args = ap.parse_args()
+    if args.reprint is not None:
+        old = json.loads(args.reprint.read_text())
+        report(summarize(old["runs"]), old["runs"], args.reprint)
+        return
+    if args.workdir is None:
+        raise SystemExit("--workdir: the folder benchmarks/compress.py ran in (its run folders are reused)")
+    runs = [run_seed(seed, args.workdir, args.overrides) for seed in args.seeds]
+    result = {
+        "benchmark": "compress_aligned",
+        "date": dt.date.today().isoformat(),
+        "config": str(CONFIG),
+        "machine": machine_info(),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "seeds": args.seeds,
+        "overrides": args.overrides,
+        "round_to": ROUND_TO,
+        "summary": summarize(runs),
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    report(result["summary"], runs, args.out)
+
+
+if __name__ == "__main__":
+    main()
