@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from compress import CONFIG, _cli, _collect, _fmt, _lat, run_args
-from foundation import machine_info, seeded_parser
+from foundation import machine_info, saved_results, seeded_parser
 
 SOURCES = ("kd-cnn", "kd-cnn-wide")
 ROUND_TO = 16
@@ -133,9 +133,7 @@ def report(s: dict, runs: list[dict], out: Path) -> None:
 def main() -> None:
     ap = seeded_parser(__doc__, seeds=[0, 1, 2], out="benchmarks/results/compress_aligned.json")
     args = ap.parse_args()
-    if args.reprint is not None:
-        old = json.loads(args.reprint.read_text())
-        report(summarize(old["runs"]), old["runs"], args.reprint)
+    if saved_results(args, summarize, report):
         return
     if args.workdir is None:
         raise SystemExit("--workdir: the folder benchmarks/compress.py ran in (its run folders are reused)")

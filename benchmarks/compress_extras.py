@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from compress import CONFIG, _cli, _lat, run_args
-from foundation import _cpu_model, mean_ci, merge_results
+from foundation import _cpu_model, mean_ci, saved_results
 
 PASS = [
     "stages=[compress, export, evaluate]",
@@ -164,14 +164,7 @@ def main() -> None:
     )
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = ap.parse_args()
-    if args.merge is not None:
-        merged = merge_results(args.merge, summarize)
-        args.out.write_text(json.dumps(merged, indent=2))
-        report(merged["summary"], merged["runs"], args.out)
-        return
-    if args.reprint is not None:
-        old = json.loads(args.reprint.read_text())
-        report(summarize(old["runs"]), old["runs"], args.reprint)
+    if saved_results(args, summarize, report):
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmdistill-compress-"))
     runs = [run_seed(s, workdir, args.overrides) for s in args.seeds]

@@ -31,8 +31,8 @@ from pathlib import Path
 from foundation import (  # same statistics, machine description, children
     _cpu_model,
     mean_ci,
-    merge_results,
     run_child,
+    saved_results,
 )
 
 CONFIG = Path(__file__).parent / "configs" / "distill.yaml"
@@ -117,16 +117,7 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=2))
         report(result["summary"], runs, args.out)
         return
-    if args.merge is not None:
-        merged = merge_results(args.merge, summarize)
-        args.out.write_text(json.dumps(merged, indent=2))
-        report(merged["summary"], merged["runs"], args.out)
-        return
-    if args.reprint is not None:
-        old = json.loads(args.reprint.read_text())
-        old["summary"] = summarize(old["runs"])
-        args.reprint.write_text(json.dumps(old, indent=2))
-        report(old["summary"], old["runs"], args.reprint)
+    if saved_results(args, summarize, report, rewrite=True):
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmdistill-distill-"))
     runs = [run_seed(s, workdir, args.overrides) for s in args.seeds]

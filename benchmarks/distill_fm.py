@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from foundation import machine_info, merge_results, run_child, seeded_parser
+from foundation import machine_info, run_child, saved_results, seeded_parser
 
 from distill import _fmt, collect
 
@@ -97,15 +97,7 @@ def main() -> None:
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="combine the runs of several results JSONs into --out, recomputing the summary")
     args = ap.parse_args()
-    if args.merge is not None:
-        merged = merge_results(args.merge, summarize)
-        args.out.write_text(json.dumps(merged, indent=2))
-        report(merged["summary"], merged["runs"], args.out)
-        return
-    if args.reprint is not None:
-        old = json.loads(args.reprint.read_text())
-        old["summary"] = summarize(old["runs"])
-        report(old["summary"], old["runs"], args.reprint)
+    if saved_results(args, summarize, report):
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmdistill-distill-fm-"))
     runs = [run_seed(s, workdir, args.overrides) for s in args.seeds]

@@ -83,6 +83,29 @@ def merge_results(paths: list[Path], summarize: Callable[[list[dict]], Any]) -> 
             "merged_from": [str(p) for p in paths], "command": " ; ".join(p["command"] for p in parts)}
 
 
+def saved_results(args: argparse.Namespace, summarize: Callable[[list[dict]], Any],
+                  report: Callable[[Any, list[dict], Path], None], *, rewrite: bool = False) -> bool:
+    """Serve ``--merge`` (results of seeds run in parallel, into ``--out``) and ``--reprint``.
+
+    Both recompute the summary from the stored runs and print it with ``report(summary, runs, path)``;
+    ``rewrite`` also stores the recomputed summary back into the reprinted file. Returns True when
+    one of the two was asked for (the benchmark then runs nothing).
+    """
+    if getattr(args, "merge", None) is not None:
+        merged = merge_results(args.merge, summarize)
+        args.out.write_text(json.dumps(merged, indent=2))
+        report(merged["summary"], merged["runs"], args.out)
+        return True
+    if args.reprint is not None:
+        old = json.loads(args.reprint.read_text())
+        old["summary"] = summarize(old["runs"])
+        if rewrite:
+            args.reprint.write_text(json.dumps(old, indent=2))
+        report(old["summary"], old["runs"], args.reprint)
+        return True
+    return False
+
+
 def seeded_parser(doc: str | None, *, seeds: list[int], out: str) -> argparse.ArgumentParser:
     """The arguments every seeded benchmark takes: ``--seeds``, ``--out``, ``--workdir``,
     ``--reprint`` (print the tables again from a results JSON) and config ``overrides``."""
