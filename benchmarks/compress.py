@@ -93,10 +93,11 @@ def _stash(run: Path, source: str) -> None:
             shutil.copy(src, src.with_name(f"{src.stem}-{source}.json"))
 
 
-def _collect(run: Path, source: str) -> dict:
+def _collect(run: Path, source: str, *, sweep: bool = True) -> dict:
+    """One pass's export results, pruning summary and (``sweep``) test rows of the bit sweep."""
     res = json.loads((run / "export" / "results.json").read_text())
     comp = json.loads((run / "compress" / "summary.json").read_text())
-    sweep = json.loads((run / "compress" / "bit_sweep.json").read_text())["rows"]
+    rows = json.loads((run / "compress" / "bit_sweep.json").read_text())["rows"] if sweep else []
     arts = {
         n: {k: a.get(k) for k in ("runtime", "bytes", "accuracy", "latency")}
         for n, a in res["artifacts"].items()
@@ -116,7 +117,7 @@ def _collect(run: Path, source: str) -> dict:
                 "val_accuracy_before_recovery",
             )
         },
-        "sweep": [r for r in sweep if r["split"] == "test"],
+        "sweep": [r for r in rows if r["split"] == "test"],
     }
 
 

@@ -48,8 +48,7 @@ def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
     per_source = {}
     for source in SOURCES:
         _cli(["run", *common, *PASS, f"compress.source={source}"])
-        got = _collect(run, source)
-        got.pop("sweep")  # the stale sweep of compress.py's pass: not rerun here
+        got = _collect(run, source, sweep=False)  # the sweep is off in this pass
         evals = {p.stem: json.loads(p.read_text()) for p in (run / "eval").glob(f"student-{source}*.json")}
         got["eager_accuracy"] = {
             n: evals[n]["accuracy"] for n in (f"student-{source}", f"student-{source}-pruned")
