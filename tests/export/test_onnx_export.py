@@ -230,8 +230,16 @@ def test_exported_graph_builds_each_mask_once_and_pools_in_one_node(text: str, t
     assert ops["audio"].count("Range") == 1 and ops["audio"].count("MaxPool") == 6  # 3 stages x (data, mask)
     assert ops["image"].count("AveragePool") == 1 and "Slice" not in ops["image"]
     assert "If" not in [op for branch in ops.values() for op in branch]
+    # The conv branches' masks need no upper clamp on the lengths (no Clip reading the input's
+    # shape through Shape/Gather/Cast); the LSTM still clamps, since it indexes the last step.
+    assert "Shape" not in ops["audio"] or "Clip" not in ops["audio"][: ops["audio"].index("Range")]
+    assert ops["audio"].count("Cast") <= 2  # the Range bound and the float mask
     if text == "textcnn":
         assert ops["text"].count("Range") == 1 and ops["text"].count("Conv") == 1
-        assert "LSTM" not in ops["text"]
+        assert "LSTM" not in ops["text"] and ops["text"].count("Cast") <= 2
+    # Each modality's pooled vector is masked by its presence once (by the model), not again by
+    # the fusion, and a bool presence input is not cast to bool first.
+    assert ops["fusion"].count("Mul") == 0 and ops[""].count("Mul") == 3
+    assert ops[""].count("Cast") == 3
     other = make_batch(3, steps=5, frames=13, seed=3)
     assert np.abs(ort_logits(info.path, other, info) - eager_logits(model, other)).max() < 1e-4

@@ -9,7 +9,13 @@ from torch import nn
 from mmdistill.errors import DataError
 from mmdistill.models.builders import PRESETS
 from mmdistill.models.encoders.audio import AudioConv1d, AudioCRNN
-from mmdistill.models.encoders.common import halve_lengths, reverse_padded
+from mmdistill.models.encoders.common import (
+    full_lengths,
+    halve_lengths,
+    reverse_padded,
+    time_mask,
+    valid_frames,
+)
 from mmdistill.models.encoders.image import ImageCNN
 from mmdistill.models.encoders.text import TextCNN, TextLSTM, TextTransformer
 from mmdistill.models.registries import ENCODERS
@@ -75,6 +81,18 @@ def test_reverse_padded_and_halve_lengths() -> None:
     assert rev[:, :, 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
     assert torch.equal(reverse_padded(rev, torch.tensor([3, 5])), x)
     assert halve_lengths(torch.tensor([1, 2, 3, 101])).tolist() == [1, 1, 2, 51]
+
+
+def test_valid_frames_equals_the_clamped_time_mask() -> None:
+    """Without the upper clamp the mask is the same, for lengths 0 (clamped to 1), inside and above
+    the padded width, and int32 lengths; None means every step is valid."""
+    ref = torch.zeros(5, 3, 6, dtype=torch.float64)
+    lengths = torch.tensor([0, 1, 4, 6, 9], dtype=torch.int32)
+    expected = time_mask(full_lengths(lengths, 5, 6, ref.device), 6).unsqueeze(1).to(ref.dtype)
+    got = valid_frames(lengths, 6, ref)
+    assert got.shape == (5, 1, 6) and got.dtype == torch.float64 and torch.equal(got, expected)
+    assert got[:, 0].sum(1).tolist() == [1, 1, 4, 6, 6]
+    assert torch.equal(valid_frames(None, 6, ref), torch.ones(5, 1, 6, dtype=torch.float64))
 
 
 def test_lstm_matches_packed_bidirectional_lstm() -> None:

@@ -47,6 +47,20 @@ def test_fusion_smoke_and_absent_rows_ignore_their_features(name: str) -> None:
     assert all(torch.isfinite(p.grad).all() for p in fusion.parameters() if p.grad is not None)
 
 
+def test_concat_trusts_pooled_already_zeroed_by_the_model() -> None:
+    """``zeroed_absent`` (set by MultimodalModel.encode) skips the second presence mask, which
+    changes nothing for zeroed rows and is visible only for rows that were not zeroed."""
+    torch.manual_seed(0)
+    fusion = ConcatFusion(IN_DIMS, dim=4)
+    feats, present = make_feats()
+    zeroed = {
+        m: EncoderOutput(pooled=f.pooled * present[m][:, None], zeroed_absent=True) for m, f in feats.items()
+    }
+    torch.testing.assert_close(fusion(zeroed, present), fusion(feats, present), rtol=0, atol=0)
+    trusted = {m: EncoderOutput(pooled=f.pooled, zeroed_absent=True) for m, f in feats.items()}
+    assert not torch.equal(fusion(trusted, present), fusion(feats, present))
+
+
 def test_concat_matches_reference() -> None:
     fusion = ConcatFusion(IN_DIMS, dim=4)
     feats, present = make_feats()

@@ -113,9 +113,11 @@ class MultimodalModel(nn.Module):
                 mask = _rows(x, 1, 1, torch.bool).squeeze(1)
             if x is None or (not exporting and not bool(mask.any())):
                 present[m] = _rows(ref, 1, 0, torch.bool).squeeze(1)
-                feats[m] = EncoderOutput(pooled=_rows(ref, int(encoder.out_dim), 0.0, dtype))
+                zeros = _rows(ref, int(encoder.out_dim), 0.0, dtype)
+                feats[m] = EncoderOutput(pooled=zeros, zeroed_absent=True)
                 continue
-            mask = mask.to(dtype=torch.bool)
+            if mask.dtype != torch.bool:  # a bool mask would still export a Cast node
+                mask = mask.to(dtype=torch.bool)
             lengths = lengths_all.get(m)
             if self.training and not exporting and not bool(mask.all()):
                 batch_size = int(mask.shape[0])
@@ -130,6 +132,7 @@ class MultimodalModel(nn.Module):
             else:
                 out = encoder(x, lengths)
                 out.pooled = out.pooled * mask.unsqueeze(1).to(out.pooled.dtype)
+            out.zeroed_absent = True
             feats[m] = out
             present[m] = mask
         return feats, present

@@ -16,11 +16,16 @@ class EncoderOutput:
         pooled: ``[B, D]`` one vector per row (D = encoder ``out_dim``).
         tokens: ``[B, T, D]`` per-position features, or None for encoders without a sequence.
         mask: ``[B, T]`` bool, True at valid (non-padded) positions, or None.
+        zeroed_absent: True when ``pooled`` is already zero at every row whose ``present`` entry is
+            False (:meth:`MultimodalModel.encode <mmdistill.models.multimodal.MultimodalModel.encode>`
+            sets it); fusions then skip masking it again, which saves an exported graph one
+            multiplication per modality.
     """
 
     pooled: torch.Tensor
     tokens: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    zeroed_absent: bool = False
 
 
 @dataclass

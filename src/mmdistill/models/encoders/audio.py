@@ -22,6 +22,7 @@ from mmdistill.models.encoders.common import (
     halve_lengths,
     masked_mean,
     time_mask,
+    valid_frames,
 )
 from mmdistill.models.outputs import EncoderOutput
 from mmdistill.models.registries import ENCODERS
@@ -163,18 +164,17 @@ class AudioConv1d(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """Encode a padded log-mel batch."""
         check_feature_axis(x, 1, self.n_mels, "audio batch", "encoders.audio.kwargs.n_mels")
-        lengths = full_lengths(lengths, x.shape[0], x.shape[-1], x.device)
         # One float mask [B, 1, F], max-pooled with the activations: a ceil-mode pool of a prefix
         # mask is the prefix mask of halve_lengths(lengths), so no stage rebuilds it from lengths
         # (which costs an exported graph about ten shape/range/compare nodes per stage).
-        valid = time_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)
+        valid = valid_frames(lengths, x.shape[-1], x)
         if self.input_norm:
             x = _normalize_bands(x, valid)
         h = x * valid
         for conv in self.convs:
             h = self.pool(conv(h) * valid)
             valid = self.pool(valid)
-        mask = valid.squeeze(1) > 0
-        tokens = h.transpose(1, 2)  # [B, F', C]; already zero at padding
-        pooled = self.proj(self.dropout(masked_mean(tokens, mask)))
-        return EncoderOutput(pooled=pooled, tokens=tokens, mask=mask)
+        # h is already zero at padding: the masked mean is a plain sum over frames / valid count.
+        mean = h.sum(dim=-1) / valid.sum(dim=-1).clamp_min(1.0)
+        pooled = self.proj(self.dropout(mean))
+        return EncoderOutput(pooled=pooled, tokens=h.transpose(1, 2), mask=valid.squeeze(1) > 0)

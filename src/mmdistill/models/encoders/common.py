@@ -35,6 +35,25 @@ def time_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
+def valid_frames(lengths: torch.Tensor | None, steps: int, ref: torch.Tensor) -> torch.Tensor:
+    """Float mask of valid positions, shaped to multiply a channels-first ``[B, C, steps]`` tensor.
+
+    The same mask as ``time_mask(full_lengths(lengths, ...), steps)`` (a length above ``steps``
+    marks every step valid either way), built without the upper clamp, whose bound the exported
+    graph would read from the input's shape: about half the nodes per sequence encoder.
+
+    Shapes:
+        lengths: ``[B]`` integer or None (every row ``steps`` long); ref: any ``[B, ...]`` tensor
+        giving the batch size, device and float dtype. Returns ``[B, 1, steps]`` of ``ref.dtype``.
+    """
+    if lengths is None:
+        return torch.ones(ref.shape[0], 1, steps, dtype=ref.dtype, device=ref.device)
+    if lengths.dtype != torch.long or lengths.device != ref.device:  # else .to() exports a Cast
+        lengths = lengths.to(device=ref.device, dtype=torch.long)
+    t = torch.arange(steps, device=ref.device)
+    return (t < lengths.clamp_min(1).view(-1, 1, 1)).to(ref.dtype)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over valid positions of the time axis.
 

@@ -17,6 +17,7 @@ from mmdistill.models.encoders.common import (
     masked_mean,
     reverse_padded,
     time_mask,
+    valid_frames,
 )
 from mmdistill.models.outputs import EncoderOutput
 from mmdistill.models.registries import ENCODERS
@@ -259,13 +260,11 @@ class TextCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """Encode padded token ids."""
-        batch, steps = x.shape
-        lengths = full_lengths(lengths, batch, steps, x.device)
-        mask = time_mask(lengths, steps)
-        valid = mask.unsqueeze(1).to(self.embed.weight.dtype)  # [B, 1, T]
-        h = self.embed(x).transpose(1, 2) * valid  # [B, E, T]
+        h = self.embed(x).transpose(1, 2)  # [B, E, T]
+        valid = valid_frames(lengths, x.shape[1], h)  # [B, 1, T]
+        h = h * valid
         for conv in self.convs:
             h = conv(h) * valid
         mean = h.sum(dim=-1) / valid.sum(dim=-1).clamp_min(1.0)
         pooled = self.proj(self.dropout(torch.cat([mean, h.amax(dim=-1)], dim=-1)))
-        return EncoderOutput(pooled=pooled, tokens=h.transpose(1, 2), mask=mask)
+        return EncoderOutput(pooled=pooled, tokens=h.transpose(1, 2), mask=valid.squeeze(1) > 0)

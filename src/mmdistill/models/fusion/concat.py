@@ -18,12 +18,14 @@ def check_in_dims(in_dims: dict[str, int]) -> dict[str, int]:
 
 
 def present_pooled(feats: dict[str, EncoderOutput], present: dict[str, torch.Tensor], m: str) -> torch.Tensor:
-    """``feats[m].pooled`` with absent rows zeroed.
+    """``feats[m].pooled`` with absent rows zeroed (as it is when ``zeroed_absent`` says so).
 
     Shapes:
         pooled ``[B, D]``, present ``[B]`` bool. Returns ``[B, D]``.
     """
     pooled = feats[m].pooled
+    if feats[m].zeroed_absent:
+        return pooled
     return pooled * present[m].unsqueeze(1).to(pooled.dtype)
 
 
