@@ -1,20 +1,28 @@
 """Block-aligned pruning (issue 4): does pruning pay on ONNX Runtime once widths are multiples of 16?
 
 Per seed, in the run folder of ``benchmarks/compress.py`` (which must have run there first), the
-compress and export stages run once more for each text-CNN student (``kd-cnn``, ``kd-cnn-wide``)
-with the same pruning ratio (30%) and recovery, but ``compress.prune.round_to=16``: every pruned
-width is a multiple of 16, the channel block of ONNX Runtime's AVX-512 convolutions (the bit sweep
-is off: it does not depend on pruning). Printed as mean ± sd (95% t-interval) over seeds, per
-student:
+compress and export stages run again for each text-CNN student (``kd-cnn``, ``kd-cnn-wide``) with
+the same pruning ratio (30%) but ``compress.prune.round_to=16``: every pruned width is a multiple
+of 16, the channel block of ONNX Runtime's AVX-512 convolutions (the bit sweep is off: it does not
+depend on pruning). Each student is pruned twice, with two recoveries:
+
+- ``kd4``: the recovery of ``compress.py`` (4 epochs of kd_ce, alpha 0.5, T 4, teacher cached);
+- ``fm24``: 24 epochs of function matching (``compress.prune.recover.mixup=1.0``, alpha 0.9, T 4:
+  multimodal input mixup with the teacher online, Beyer et al. 2022), twice the 12 epochs the
+  unpruned student was distilled for.
+
+Printed as mean ± sd (95% t-interval) over seeds, per student and recovery:
 
 - MACs and parameters of the pruned student against the unpruned one;
 - pruned over unpruned latency on each runtime (eager, ORT fp32, ORT static int8) at batch 1 and 64
   (target at 2x fewer MACs: >= 1.6x lower latency) and test points lost after recovery (<= 0.3);
-- the deployed student (pruned + ORT static int8) against the fp32 eager teacher at batch 1
-  (target >= 30x, within 0.5 points of the fp32 student).
+- the deployed student (pruned + ORT static int8) and the shipped artifact (``export.ship``, the
+  fastest within 0.5 points) against the fp32 eager teacher at batch 1 (target >= 30x, within 0.5
+  points of the fp32 student).
 
 Usage:
     .venv/bin/python benchmarks/compress_aligned.py --seeds 0 1 2 --workdir DIR_OF_COMPRESS_PY
+    .venv/bin/python benchmarks/compress_aligned.py --merge a.json b.json   # seeds run apart
     .venv/bin/python benchmarks/compress_aligned.py --reprint benchmarks/results/compress_aligned.json
 """
 
@@ -36,6 +44,15 @@ PASS = [
     f"compress.prune.round_to={ROUND_TO}",
     "compress.sweep.enabled=false",
 ]
+RECOVERIES: dict[str, list[str]] = {
+    "kd4": [],  # compress.yaml's own recovery
+    "fm24": [
+        "compress.prune.recover.epochs=24",
+        "compress.prune.recover.mixup=1.0",
+        "compress.prune.recover.alpha=0.9",
+    ],
+}
+COLUMNS = [(src, rec) for src in SOURCES for rec in RECOVERIES]
 
 
 def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
@@ -45,9 +62,9 @@ def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
             f"{run} holds no kd-cnn student: run benchmarks/compress.py with --workdir {workdir} first"
         )
     t0 = time.perf_counter()
-    per_source = {}
-    for source in SOURCES:
-        _cli(["run", *common, *PASS, f"compress.source={source}"])
+    per_source: dict[str, dict] = {}
+    for source, recovery in COLUMNS:
+        _cli(["run", *common, *PASS, *RECOVERIES[recovery], f"compress.source={source}"])
         got = _collect(run, source, sweep=False)  # the sweep is off in this pass
         evals = {p.stem: json.loads(p.read_text()) for p in (run / "eval").glob(f"student-{source}*.json")}
         got["eager_accuracy"] = {
@@ -56,16 +73,17 @@ def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
         got["channels"] = json.loads((run / "compress" / "summary.json").read_text())["variants"][
             f"{source}-pruned"
         ]["pruning"]["channels"]
-        per_source[source] = got
+        got["recovery_overrides"] = RECOVERIES[recovery]
+        per_source.setdefault(source, {})[recovery] = got
     return {"seed": seed, "wall_s": time.perf_counter() - t0, "sources": per_source}
 
 
 def summarize(runs: list[dict]) -> dict:
     out: dict = {}
-    for src in SOURCES:
+    for src, rec in COLUMNS:
         per: dict[str, list[float]] = {}
         for r in runs:
-            got = r["sources"][src]
+            got = r["sources"][src][rec]
             arts, p, acc = got["artifacts"], got["pruning"], got["eager_accuracy"]
             s = f"student-{src}"
 
@@ -88,7 +106,9 @@ def summarize(runs: list[dict]) -> dict:
             add("pruned_ort_fp32_b1_ms", _lat(arts[f"{s}-pruned.onnx"], 1))
             shipped = arts[got["ship"]["name"]]
             add("shipped_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(shipped, 1))
-        out[src] = per
+            add("shipped_points_vs_fp32_student", 100 * (shipped["accuracy"] - acc[s]))
+            add("shipped_is_pruned", float(got["ship"]["name"].startswith(f"student-{src}-pruned")))
+        out[f"{src}/{rec}"] = per
     return out
 
 
@@ -107,20 +127,24 @@ LABELS = {
     "deployed_b1_ms": ("deployed student b1 median (ms)", 3),
     "pruned_ort_fp32_b1_ms": ("pruned student, ORT fp32 b1 median (ms)", 3),
     "shipped_vs_teacher_b1": ("shipped artifact (export.ship) vs fp32 eager teacher, x faster at b1", 1),
+    "shipped_points_vs_fp32_student": ("shipped artifact test acc minus fp32 eager student (points)", 2),
+    "shipped_is_pruned": ("shipped artifact is a pruned one (share of seeds)", 2),
 }
 
 
 def report(s: dict, runs: list[dict], out: Path) -> None:
     print(
         f"| measure, round_to={ROUND_TO} (over {len(runs)} seeds) | "
-        + " | ".join(f"student-{x}" for x in SOURCES)
+        + " | ".join(f"student-{src}, {rec}" for src, rec in COLUMNS)
         + " |"
     )
-    print("|---|" + "---|" * len(SOURCES))
+    print("|---|" + "---|" * len(COLUMNS))
     for key, (label, digits) in LABELS.items():
-        print(f"| {label} | " + " | ".join(_fmt(s[src][key], digits) for src in SOURCES) + " |")
+        cells = [_fmt(s[f"{src}/{rec}"][key], digits) for src, rec in COLUMNS]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     for src in SOURCES:
-        widths = {k: v for per in runs[0]["sources"][src]["channels"].values() for k, v in per.items()}
+        first = runs[0]["sources"][src][next(iter(RECOVERIES))]
+        widths = {k: v for per in first["channels"].values() for k, v in per.items()}
         print(
             f"\n{src} widths (before -> after): "
             + ", ".join(f"{k.split('.', 1)[1]} {a}->{b}" for k, (a, b) in widths.items())
@@ -131,6 +155,8 @@ def report(s: dict, runs: list[dict], out: Path) -> None:
 
 def main() -> None:
     ap = seeded_parser(__doc__, seeds=[0, 1, 2], out="benchmarks/results/compress_aligned.json")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="combine the runs of several results JSONs into --out, recomputing the summary")
     args = ap.parse_args()
     if saved_results(args, summarize, report):
         return
@@ -146,6 +172,7 @@ def main() -> None:
         "seeds": args.seeds,
         "overrides": args.overrides,
         "round_to": ROUND_TO,
+        "recoveries": RECOVERIES,
         "summary": summarize(runs),
         "runs": runs,
     }

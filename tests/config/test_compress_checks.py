@@ -79,3 +79,23 @@ def test_schema_bounds_name_the_key() -> None:
     problems = _problems(compress={"qat": {"bits": 9}, "prune": {"ratio": 1.0}})
     assert any(p.startswith("compress.qat.bits") for p in problems)
     assert any(p.startswith("compress.prune.ratio") for p in problems)
+
+
+def test_recovery_mixup_needs_an_online_teacher_and_is_passed_to_the_fine_tune() -> None:
+    from mmdistill.recipes.compress import recovery_variant
+
+    problems = _problems(distill={"cache": "on", **KD}, compress={"prune": {"recover": {"mixup": 1.0}}})
+    start = "compress.prune.recover.mixup: mixed inputs are new every step"
+    assert any(p.startswith(start) for p in problems)
+    qat = _problems(distill={"cache": "on", **KD},
+                    compress={"qat": {"enabled": True, "bits": 4, "recover": {"mixup": 0.5}}})
+    assert any(p.startswith("compress.qat.recover.mixup:") for p in qat)
+    # unused fine-tunes are not checked: no recovery epochs, QAT off
+    config_from_dict({"distill": {"cache": "on", **KD},
+                      "compress": {"prune": {"recover": {"epochs": 0, "mixup": 1.0}}}})
+    with pytest.raises(ConfigError, match=r"compress.prune.recover.mixup"):
+        config_from_dict({"compress": {"prune": {"recover": {"mixup": -1}}}})
+    cfg = config_from_dict({"distill": KD, "compress": {"prune": {"recover": {"mixup": 0.8, "epochs": 6}}}})
+    variant = recovery_variant(cfg.compress.prune.recover, cfg)
+    assert variant.mixup == 0.8 and variant.train.epochs == 6 and variant.teachers == ["teacher"]
+    assert recovery_variant(cfg.compress.qat.recover, cfg).mixup == 0.0

@@ -122,3 +122,23 @@ def test_qat_student_is_saved_on_a_4_bit_grid(run: Path) -> None:
     fp32 = distinct_per_channel(load_trained(run / "students" / "scratch").model)
     assert qat and all(n <= 16 for n in qat.values()), qat  # 2**4 levels per output channel
     assert max(fp32.values()) > 16  # the fp32 source is not on such a grid: the check has teeth
+
+
+def test_recovery_with_mixup_runs_the_teacher_online(run: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """``compress.prune.recover.mixup`` fine-tunes by function matching: no cache, teacher online."""
+    import logging
+    import shutil
+
+    copy = tmp_path / "c"
+    shutil.copytree(run, copy)
+    cfg = load_config("smoke", [
+        f"output_dir='{tmp_path}'", "name=c", "logging.quiet=true", "data.limit=64", "stages=[compress]",
+        "compress.source=scratch", "compress.prune.recover.epochs=1", "compress.prune.recover.mixup=0.5",
+        "compress.sweep.enabled=false",
+    ])
+    with caplog.at_level(logging.INFO, logger="mmdistill"):
+        run_pipeline(cfg, copy)
+    text = caplog.text
+    assert "teacher runs online: mixup 0.5" in text and "mixup=0.5" in text
+    assert load_trained(copy / "students" / "scratch-pruned").model is not None

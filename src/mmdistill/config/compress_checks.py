@@ -70,6 +70,7 @@ def compress_problems(cfg: Config) -> list[str]:
         if name in ("image", "text", "audio") and name not in cfg.data.modalities:
             problems.append(f"compress.sweep.branches: the data has no modality {show(name)}; "
                             f"modalities: {', '.join(cfg.data.modalities)}")
+    problems += _recovery_mixup_problems(cfg)
     e = cfg.export
     if e.variants is not None:
         known = known_students(cfg)
@@ -82,4 +83,22 @@ def compress_problems(cfg: Config) -> list[str]:
         problems.append("export.latency.batch_sizes: must list at least one batch size when "
                         "export.latency.enabled is true, got []; e.g. [1, 64], or "
                         "export.latency.enabled=false")
+    return problems
+
+
+def _recovery_mixup_problems(cfg: Config) -> list[str]:
+    """Mixup in a recovery fine-tune needs the teacher online, as for a distilled student."""
+    from mmdistill.config.distill_checks import mixup_problems
+    from mmdistill.config.schema import DistillStudentConfig
+
+    c = cfg.compress
+    problems: list[str] = []
+    fine_tunes = (
+        ("compress.prune.recover", c.prune.recover, c.prune.enabled and c.prune.recover.epochs > 0),
+        ("compress.qat.recover", c.qat.recover, c.qat.enabled),
+    )
+    for key, rec, used in fine_tunes:
+        if used and rec.mixup > 0:
+            variant = DistillStudentConfig(strategy=rec.strategy, mixup=rec.mixup)
+            problems += mixup_problems(key, variant, list(cfg.distill.teachers[:1]), cfg)
     return problems

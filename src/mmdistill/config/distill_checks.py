@@ -182,12 +182,12 @@ def distill_problems(cfg: Config, model_problems: Any) -> list[str]:
         if v.strategy == "robust" and v.modality_dropout == 0:
             problems.append(f"{key}.modality_dropout: strategy 'robust' needs a probability in (0, 1), got "
                             "0; leave it null (0.3) or use logit_kd")
-        problems += _mixup_problems(key, v, teachers, cfg)
+        problems += mixup_problems(key, v, teachers, cfg)
         problems += _term_problems(key, v, teachers, s_mods, cfg)
     return problems
 
 
-def _mixup_problems(key: str, v: DistillStudentConfig, teachers: list[str], cfg: Config) -> list[str]:
+def mixup_problems(key: str, v: DistillStudentConfig, teachers: list[str], cfg: Config) -> list[str]:
     """Mixup feeds the teachers new (mixed) inputs: they must run online on the student's tensors."""
     if v.mixup <= 0:
         return []

@@ -35,13 +35,19 @@ BRANCHES: tuple[str, ...] = ("image", "text", "audio", "fusion", "head")
 
 
 class RecoveryConfig(_Strict):
-    """Fine-tuning after pruning or during QAT; reuses the distillation recipe (teacher in place)."""
+    """Fine-tuning after pruning or during QAT; reuses the distillation recipe (teacher in place).
+
+    ``mixup`` > 0 fine-tunes by function matching (Beyer et al., CVPR 2022): multimodal input
+    mixup with that Beta parameter and the teacher online on the mixed inputs, as
+    ``distill.students.<name>.mixup`` does; each epoch then costs a teacher forward pass.
+    """
 
     epochs: Annotated[_Int, Field(ge=0)] = 4
     lr: Annotated[_Float, Field(gt=0)] = 1.0e-3
     strategy: str = "logit_kd"
     temperature: Annotated[_Float, Field(gt=0)] = 4.0
     alpha: Annotated[_Float, Field(ge=0, le=1)] = 0.5
+    mixup: Annotated[_Float, Field(ge=0)] = 0.0
 
 
 class PruneConfig(_Strict):

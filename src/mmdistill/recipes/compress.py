@@ -36,7 +36,8 @@ COMPRESS_DIR = "compress"
 
 
 def recovery_variant(rec: RecoveryConfig, cfg: Config) -> DistillStudentConfig:
-    """The distillation settings of a recovery/QAT fine-tune: ``kd_ce`` against the run's teacher."""
+    """The distillation settings of a recovery/QAT fine-tune: ``kd_ce`` against the run's teacher
+    (on mixed inputs, the teacher online, when ``rec.mixup`` > 0)."""
     base = cfg.student.train
     train = TrainConfig(
         epochs=max(rec.epochs, 1),
@@ -50,7 +51,11 @@ def recovery_variant(rec: RecoveryConfig, cfg: Config) -> DistillStudentConfig:
     )
     term = DistillTermConfig(name="kd_ce", kwargs={"temperature": rec.temperature, "alpha": rec.alpha})
     return DistillStudentConfig(
-        strategy=rec.strategy, terms=[term], teachers=list(cfg.distill.teachers[:1]), train=train
+        strategy=rec.strategy,
+        terms=[term],
+        teachers=list(cfg.distill.teachers[:1]),
+        train=train,
+        mixup=rec.mixup,
     )
 
 
