@@ -28,14 +28,12 @@ Usage:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import sys
 import time
 from pathlib import Path
 
 from compress import CONFIG, _cli, _collect, _fmt, _lat, run_args
-from foundation import machine_info, saved_results, seeded_parser
+from foundation import saved_results, seeded_parser, write_results
 
 SOURCES = ("kd-cnn", "kd-cnn-wide")
 ROUND_TO = 16
@@ -163,23 +161,8 @@ def main() -> None:
     if args.workdir is None:
         raise SystemExit("--workdir: the folder benchmarks/compress.py ran in (its run folders are reused)")
     runs = [run_seed(seed, args.workdir, args.overrides) for seed in args.seeds]
-    result = {
-        "benchmark": "compress_aligned",
-        "date": dt.date.today().isoformat(),
-        "config": str(CONFIG),
-        "machine": machine_info(),
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "seeds": args.seeds,
-        "overrides": args.overrides,
-        "round_to": ROUND_TO,
-        "recoveries": RECOVERIES,
-        "summary": summarize(runs),
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    report(result["summary"], runs, args.out)
-
+    write_results(args, "compress_aligned", runs, summarize, report, config=str(CONFIG), round_to=ROUND_TO,
+                  recoveries=RECOVERIES)
 
 if __name__ == "__main__":
     main()

@@ -106,6 +106,32 @@ def saved_results(args: argparse.Namespace, summarize: Callable[[list[dict]], An
     return False
 
 
+def write_results(args: argparse.Namespace, benchmark: str, runs: list[dict],
+                  summarize: Callable[[list[dict]], Any], report: Callable[[Any, list[dict], Path], None],
+                  **fields: Any) -> dict:
+    """Write a seeded benchmark's results JSON to ``args.out`` and print its tables.
+
+    The record: ``benchmark``, ``date``, ``machine``, ``command``, ``seeds``, ``overrides`` (when
+    the parser takes them), ``fields``, then ``summary`` (recomputed from ``runs``) and ``runs``.
+    """
+    result: dict[str, Any] = {
+        "benchmark": benchmark,
+        "date": dt.date.today().isoformat(),
+        "machine": machine_info(),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "seeds": [r["seed"] for r in runs],
+    }
+    if getattr(args, "overrides", None) is not None:
+        result["overrides"] = args.overrides
+    result |= fields
+    result["summary"] = summarize(runs)
+    result["runs"] = runs
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    report(result["summary"], runs, args.out)
+    return result
+
+
 def seeded_parser(doc: str | None, *, seeds: list[int], out: str) -> argparse.ArgumentParser:
     """The arguments every seeded benchmark takes: ``--seeds``, ``--out``, ``--workdir``,
     ``--reprint`` (print the tables again from a results JSON) and config ``overrides``."""

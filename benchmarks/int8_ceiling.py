@@ -22,15 +22,12 @@ fp32, as mean ± sd (95% t-interval) over seeds (new weights and new processes p
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from foundation import machine_info, mean_ci, saved_results, seeded_parser
+from foundation import mean_ci, saved_results, seeded_parser, write_results
 
 FAMILIES: dict[str, tuple[str, list[int]]] = {
     "image-mlp": ("image", [128, 256, 512, 1024]),
@@ -145,19 +142,7 @@ def main() -> None:
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmdistill-int8-ceiling-"))
     runs = [run_seed(seed, workdir) for seed in args.seeds]
-    result = {
-        "benchmark": "int8_ceiling",
-        "date": dt.date.today().isoformat(),
-        "machine": machine_info(),
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "seeds": args.seeds,
-        "summary": summarize(runs),
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    report(result["summary"], runs, args.out)
-
+    write_results(args, "int8_ceiling", runs, summarize, report)
 
 if __name__ == "__main__":
     main()
