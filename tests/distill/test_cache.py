@@ -132,6 +132,34 @@ def test_identical_rebuild_reuses_and_changes_rebuild(
     assert not torch.equal(new.lookup(["s000"])["logits"], first.lookup(["s000"])["logits"])
 
 
+def test_the_stage_that_built_a_cache_draws_the_same_random_numbers_when_it_finds_it(tmp_path: Path) -> None:
+    """Building draws torch's global RNG (the DataLoader's base seed); the building stage, opening
+    its cache later (resume, rerun), replays that draw, any other stage draws nothing, as before."""
+    teacher, samples = make_teacher(), make_samples()
+
+    def after(built_by: str | None, root: Path = tmp_path) -> torch.Tensor:
+        torch.manual_seed(123)
+        TeacherCache.get_or_build(root, teacher, samples, batch_size=8, progress=False, built_by=built_by)
+        return torch.rand(3)
+
+    built = after("student-kd")
+    assert json.loads(next(tmp_path.glob("teacher-*/meta.json")).read_text())["built_by"] == "student-kd"
+    torch.manual_seed(123)
+    untouched = torch.rand(3)
+    assert not torch.equal(built, untouched)  # the build did draw
+    assert torch.equal(after("student-kd"), built)  # found by its builder: the same stream
+    assert torch.equal(after("student-robust"), untouched)  # found by another stage: no draw
+    assert torch.equal(after(None), untouched)
+    torch.manual_seed(7)  # the building stage from another RNG state than its build: nothing replayed
+    TeacherCache.get_or_build(tmp_path, teacher, samples, batch_size=8, progress=False, built_by="student-kd")
+    other = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(other, torch.rand(3))
+    anonymous = after(None, tmp_path / "other")  # built without a name: nothing recorded, no replay
+    assert "built_by" not in json.loads(next((tmp_path / "other").glob("teacher-*/meta.json")).read_text())
+    assert torch.equal(anonymous, built) and torch.equal(after(None, tmp_path / "other"), untouched)
+
+
 def test_fingerprints_see_every_ingredient() -> None:
     samples = make_samples(6)
     base = dataset_fingerprint(samples)

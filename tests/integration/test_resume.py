@@ -142,6 +142,11 @@ KILL_CHAIN = [
     # the teacher cache's arrays written, its meta.json and rename not
     ("cache:outputs", lambda run: list((run / "cache").glob(".tmp-teacher-*"))
      and not list((run / "cache").glob("teacher-*"))),
+    # the distilled student's first epoch logged, its resume state not written: the next resume
+    # restarts it from scratch with the teacher cache already there (no build, so the cache must
+    # replay the build's draw from torch's global RNG, or the student trains on another stream)
+    ("student-kd:1:logged", lambda run: list((run / "cache").glob("teacher-*"))
+     and not (run / "students/kd/resume/state.json").exists()),
     # the pruning recovery saved, not recorded
     ("mark:compress:student-kd-pruned", lambda run: (run / "students/kd-pruned/model.json").is_file()
      and "student-kd-pruned" not in _done(run, "compress")),

@@ -18,6 +18,8 @@ arguments and the writer, :mod:`~mmdistill.distill.cache_read` the checks every 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,6 +58,24 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CACHE_FORMAT", "DTYPES", "CacheMissError", "TeacherCache", "cache_key", "dataset_fingerprint",
            "feature_filename", "model_fingerprint"]
+
+
+def _rng_step(before: torch.Tensor, after: torch.Tensor) -> dict[str, str]:
+    """What a cache build did to torch's global RNG: the state's sha256 before, the state after."""
+    return {"before_sha256": hashlib.sha256(before.numpy().tobytes()).hexdigest(),
+            "after": base64.b64encode(after.numpy().tobytes()).decode("ascii")}
+
+
+def _replay_rng_step(step: dict[str, str] | None) -> None:
+    """Move torch's global RNG to where the build left it, if it is where the build started."""
+    if not step:
+        return
+    now = torch.get_rng_state()
+    if hashlib.sha256(now.numpy().tobytes()).hexdigest() != step["before_sha256"]:
+        log.debug("teacher cache: the RNG state differs from the build's, left as it is")
+        return
+    after = np.frombuffer(base64.b64decode(step["after"]), dtype=np.uint8).copy()
+    torch.set_rng_state(torch.from_numpy(after))
 
 
 class CacheMissError(DataError, KeyError):
@@ -135,13 +155,21 @@ class TeacherCache:
     def get_or_build(cls, root: Path, teacher: nn.Module, dataset: Sequence[Sample], *,
                      features: Sequence[str] = (), extra: dict[str, Any] | None = None, batch_size: int = 256,
                      progress: bool = True, device: str | torch.device = "cpu",
-                     dtype: str = "float32") -> TeacherCache:
+                     dtype: str = "float32", built_by: str | None = None) -> TeacherCache:
         """Open the cache for (teacher, dataset + ``extra``, features), building it when absent.
 
         Under torchrun every rank must pass the same full dataset (not its shard): rank 0 builds,
         the others wait, then every rank opens the same files read-only (``root`` must be on a
         filesystem all ranks see). Arguments are those of :meth:`build`; ``extra`` describes the
         preprocessing and goes into the data fingerprint.
+
+        ``built_by`` names the caller (a training stage, e.g. ``student-kd``) and is recorded in a
+        cache it builds, with torch's global RNG state before and after the build (iterating the
+        DataLoader draws its base seed from that generator). When the same stage later finds its
+        cache (a resumed or repeated run) starting from the same RNG state, the state moves on to
+        where the build left it: the training that follows sees the same random stream whether the
+        cache was built now or before, so a run killed after the cache was written resumes to the
+        uninterrupted run's weights bit for bit. Other callers find it and draw nothing.
 
         Raises:
             ConfigError: ranks computed different keys (different teacher weights or data), plus
@@ -153,7 +181,7 @@ class TeacherCache:
                            lambda key: cls._open_or_create(
                                root, teacher, dataset, key, {"teacher": teacher_fp, "data": data_fp},
                                features=features, dtype=dtype, batch_size=batch_size, progress=progress,
-                               device=device))
+                               device=device, built_by=built_by))
 
     @classmethod
     def get_or_build_from(cls, root: Path, fn: Callable[[Sequence[Any]], Any], items: Sequence[Any], *,
@@ -212,21 +240,32 @@ class TeacherCache:
     @classmethod
     def _open_or_create(cls, root: Path, teacher: nn.Module, dataset: Sequence[Sample], key: str,
                         ingredients: dict[str, str], *, features: Sequence[str], batch_size: int,
-                        progress: bool, device: str | torch.device, dtype: str) -> TeacherCache:
+                        progress: bool, device: str | torch.device, dtype: str,
+                        built_by: str | None = None) -> TeacherCache:
+        meta: dict[str, Any] = {}
+
         def write(tmp: Path, feats: list[str], files: dict[str, str], n: int) -> dict[str, list[int]]:
+            before = torch.get_rng_state()
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)  # type: ignore
-            return _run_teacher(tmp, teacher, loader, n, feats, files, progress=progress,
-                                device=torch.device(device), dtype=dtype)
+            shapes = _run_teacher(tmp, teacher, loader, n, feats, files, progress=progress,
+                                  device=torch.device(device), dtype=dtype)
+            if built_by is not None:
+                meta.update(built_by=built_by, rng=_rng_step(before, torch.get_rng_state()))
+            return shapes
 
         def ids() -> list[str]:
             return _check_build(teacher, dataset, features, batch_size, torch.device(device), dtype)[2]
 
-        return cls._create(root, key, ingredients, ids, features, write, batch_size=batch_size, dtype=dtype)
+        cache = cls._create(root, key, ingredients, ids, features, write, batch_size=batch_size, dtype=dtype,
+                            meta=meta)
+        if not meta and built_by is not None and cache.meta.get("built_by") == built_by:
+            _replay_rng_step(cache.meta.get("rng"))  # found, not built, by the stage that built it
+        return cache
 
     @classmethod
     def _create(cls, root: Path, key: str, ingredients: dict[str, str], row_ids: Callable[[], list[str]],
                 features: Sequence[str], write: Callable[..., dict[str, list[int]]], *, batch_size: int,
-                dtype: str) -> TeacherCache:
+                dtype: str, meta: dict[str, Any] | None = None) -> TeacherCache:
         """Open the cache with ``key``, else check ``row_ids()`` and the options, ``write(tmp, features,
         files, rows)`` into a temporary directory and rename it into place."""
         existing = cls.open(root, key)
@@ -238,7 +277,7 @@ class TeacherCache:
         final = cls.directory_for(root, key)
         log.info("teacher cache miss: building %s", final)
         theirs = write_into_place(root, key, final, ingredients, ids, feats, files, write, dtype,
-                                  concurrent=lambda: cls.open(root, key))
+                                  concurrent=lambda: cls.open(root, key), meta=meta)
         if theirs is not None:
             return theirs
         log.info("teacher cache written: %s (%d rows, %s)", final, len(ids), dtype)

@@ -203,8 +203,13 @@ def _run_teacher(tmp: Path, teacher: nn.Module, loader: DataLoader, n: int, feat
 
 
 def _write_meta(tmp: Path, ids: list[str], feats: list[str], files: dict[str, str],
-                shapes: dict[str, list[int]], key: str, ingredients: dict[str, str], dtype: str) -> None:
-    """Write ``ids.json`` and ``meta.json`` (with every file's sha256), all fsynced before the rename."""
+                shapes: dict[str, list[int]], key: str, ingredients: dict[str, str], dtype: str,
+                extra: dict[str, Any] | None = None) -> None:
+    """Write ``ids.json`` and ``meta.json`` (with every file's sha256), all fsynced before the rename.
+
+    ``extra`` entries (e.g. ``built_by``, see :meth:`TeacherCache.get_or_build`) are added to the
+    meta as they are; they are not part of the key.
+    """
     (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
     names = [*(["logits.npy"] if "logits" in shapes else []), *files.values(), "ids.json"]
     for f in names:
@@ -218,15 +223,17 @@ def _write_meta(tmp: Path, ids: list[str], feats: list[str], files: dict[str, st
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mmdistill_version": __version__, "torch_version": torch.__version__,
     }
+    meta |= extra or {}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     fsync_file(tmp / "meta.json")
 
 
 def write_into_place(root: Path, key: str, final: Path, ingredients: dict[str, str], ids: list[str],
                      feats: list[str], files: dict[str, str], write: Callable[..., dict[str, list[int]]],
-                     dtype: str, *, concurrent: Callable[[], Any]) -> Any:
+                     dtype: str, *, concurrent: Callable[[], Any], meta: dict[str, Any] | None = None) -> Any:
     """``write(tmp, feats, files, rows)`` into a fresh temporary directory of ``root``, add
-    ``meta.json``, and rename it to ``final`` with one ``os.replace``.
+    ``meta.json`` (plus the entries ``meta`` holds once ``write`` has returned), and rename it to
+    ``final`` with one ``os.replace``.
 
     Returns None when this call's cache is in place, or ``concurrent()`` (the valid cache another
     process renamed there first) when the rename found ``final`` taken. The temporary directory
@@ -242,7 +249,7 @@ def write_into_place(root: Path, key: str, final: Path, ingredients: dict[str, s
     try:
         shapes = write(tmp, feats, files, len(ids))
         maybe_test_kill_at("cache:outputs")  # test-only: arrays written, meta.json and rename not
-        _write_meta(tmp, ids, feats, files, shapes, key, ingredients, dtype)
+        _write_meta(tmp, ids, feats, files, shapes, key, ingredients, dtype, meta)
         try:
             os.replace(tmp, final)
             fsync_dir(root)  # the rename itself reaches the disk before a stage relies on it

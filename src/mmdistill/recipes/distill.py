@@ -70,8 +70,13 @@ def _tokenizer_sha(run_dir: Path) -> str | None:
 
 
 def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Config, run_dir: Path,
-                          device: torch.device) -> None:
-    """Give the strategy cached teacher outputs on the training split (``distill.cache``); log the source."""
+                          device: torch.device, stage: str | None = None) -> None:
+    """Give the strategy cached teacher outputs on the training split (``distill.cache``); log the source.
+
+    ``stage`` (the training's stage name) is recorded in the in-memory caches it builds, so that
+    the same stage finding its cache later starts training from the same random state
+    (:meth:`TeacherCache.get_or_build <mmdistill.distill.cache.TeacherCache.get_or_build>`).
+    """
     if not strategy.teacher_names:
         return
     if cfg.distill.cache == "off":
@@ -106,7 +111,7 @@ def attach_teacher_caches(strategy: DistillStrategy, data: DataBundle, cfg: Conf
         cache = TeacherCache.get_or_build(
             run_dir / CACHE_DIR, teacher, data.splits["train"], features=features,
             extra={"split": "train", "preprocessing": preprocessing},
-            batch_size=cfg.data.eval_batch_size, progress=show, device=device,
+            batch_size=cfg.data.eval_batch_size, progress=show, device=device, built_by=stage,
         )
         log.info("teacher outputs: cache %s (%s)", cache.directory, name)
         caches[name] = cache
@@ -168,7 +173,7 @@ def distill_student(
         task_weights=task_weights, mixup=variant.mixup, **options,
     )
     device = _device(cfg)
-    attach_teacher_caches(strategy, data, cfg, run_dir, device)
+    attach_teacher_caches(strategy, data, cfg, run_dir, device, stage=f"student-{name}")
     log.info("distill %s: %s", name, strategy.extra_repr())
     dist = get_dist_info()
     per_rank_batch = max(1, cfg.data.batch_size // dist.world_size)  # global batch, as in train_model
