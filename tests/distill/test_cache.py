@@ -155,6 +155,10 @@ def test_the_stage_that_built_a_cache_draws_the_same_random_numbers_when_it_find
     other = torch.rand(3)
     torch.manual_seed(7)
     assert torch.equal(other, torch.rand(3))
+    meta_path = next(tmp_path.glob("teacher-*/meta.json"))  # a damaged record: warned, not fatal
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(dict(meta, rng=dict(meta["rng"], after="bm90IGEgc3RhdGU="))))
+    assert torch.equal(after("student-kd"), untouched)
     anonymous = after(None, tmp_path / "other")  # built without a name: nothing recorded, no replay
     assert "built_by" not in json.loads(next((tmp_path / "other").glob("teacher-*/meta.json")).read_text())
     assert torch.equal(anonymous, built) and torch.equal(after(None, tmp_path / "other"), untouched)

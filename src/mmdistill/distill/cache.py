@@ -68,14 +68,19 @@ def _rng_step(before: torch.Tensor, after: torch.Tensor) -> dict[str, str]:
 
 def _replay_rng_step(step: dict[str, str] | None) -> None:
     """Move torch's global RNG to where the build left it, if it is where the build started."""
-    if not step:
+    if not isinstance(step, dict):
         return
     now = torch.get_rng_state()
-    if hashlib.sha256(now.numpy().tobytes()).hexdigest() != step["before_sha256"]:
+    if hashlib.sha256(now.numpy().tobytes()).hexdigest() != step.get("before_sha256"):
         log.debug("teacher cache: the RNG state differs from the build's, left as it is")
         return
-    after = np.frombuffer(base64.b64decode(step["after"]), dtype=np.uint8).copy()
-    torch.set_rng_state(torch.from_numpy(after))
+    try:
+        after = np.frombuffer(base64.b64decode(str(step.get("after", "")), validate=True), dtype=np.uint8)
+        torch.set_rng_state(torch.from_numpy(after.copy()))
+    except (ValueError, RuntimeError) as exc:  # binascii.Error is a ValueError
+        torch.set_rng_state(now)
+        log.warning("teacher cache: meta.json's rng.after is not a torch RNG state (%s); the random "
+                    "stream after this cache hit differs from the build's", exc)
 
 
 class CacheMissError(DataError, KeyError):
