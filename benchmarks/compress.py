@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from foundation import _cpu_model, mean_ci, run_child
@@ -130,6 +131,19 @@ def _sources(runs: list[dict]) -> list[str]:
     return [src for src in SOURCES if all(src in r["sources"] for r in runs)]
 
 
+def add_pruning(add: Callable[[str, float], None], prefix: str, pruning: dict, arts: dict, s: str,
+                acc_lost: float) -> None:
+    """Pruned-vs-unpruned measures of student ``s``: MACs and parameter ratios, latency ratios per
+    runtime and batch size, and ``acc_lost`` (a fraction) as points, each under ``prefix + name``."""
+    add(f"{prefix}macs_ratio", pruning["macs_before"]["total"] / pruning["macs_after"]["total"])
+    add(f"{prefix}params_ratio", pruning["params_before"] / pruning["params_after"])
+    for rt, suffix in (("eager", ""), ("ort_fp32", ".onnx"), ("ort_int8", ".int8")):
+        for b in (1, 64):
+            ratio = _lat(arts[s + suffix], b) / _lat(arts[f"{s}-pruned{suffix}"], b)
+            add(f"{prefix}latency_ratio_{rt}_b{b}", ratio)
+    add(f"{prefix}points_lost_after_recovery", 100 * acc_lost)
+
+
 def summarize(runs: list[dict]) -> dict:
     out: dict = {}
     for src in _sources(runs):
@@ -157,16 +171,8 @@ def summarize(runs: list[dict]) -> dict:
                     add(f"{kind}_vs_fp32_ort_speedup_b{b}", _lat(f, b) / _lat(q, b))
                 add(f"{kind}_points_lost", 100 * (f["accuracy"] - q["accuracy"]))
                 add(f"{kind}_size_ratio", f["bytes"] / q["bytes"])
-            p = r["sources"][src]["pruning"]
-            add("pruned_macs_ratio", p["macs_before"]["total"] / p["macs_after"]["total"])
-            add("pruned_params_ratio", p["params_before"] / p["params_after"])
-            for rt, suffix in (("eager", ""), ("ort_fp32", ".onnx"), ("ort_int8", ".int8")):
-                for b in (1, 64):
-                    add(
-                        f"pruned_latency_ratio_{rt}_b{b}",
-                        _lat(arts[s + suffix], b) / _lat(arts[f"{s}-pruned{suffix}"], b),
-                    )
-            add("pruned_points_lost_after_recovery", 100 * (eager_acc - r["eager_accuracy"][f"{s}-pruned"]))
+            add_pruning(add, "pruned_", r["sources"][src]["pruning"], arts, s,
+                        eager_acc - r["eager_accuracy"][f"{s}-pruned"])
             add(
                 "pruned_points_lost_before_recovery_val",
                 100 * (r["sources"][src]["pruning"]["val_accuracy_before_recovery"] or 0),

@@ -32,7 +32,7 @@ import json
 import time
 from pathlib import Path
 
-from compress import CONFIG, _cli, _collect, _fmt, _lat, run_args
+from compress import CONFIG, _cli, _collect, _fmt, _lat, add_pruning, run_args
 from foundation import saved_results, seeded_parser, write_results
 
 SOURCES = ("kd-cnn", "kd-cnn-wide")
@@ -88,15 +88,7 @@ def summarize(runs: list[dict]) -> dict:
             def add(key: str, value: float, per: dict = per) -> None:
                 per.setdefault(key, []).append(value)
 
-            add("macs_ratio", p["macs_before"]["total"] / p["macs_after"]["total"])
-            add("params_ratio", p["params_before"] / p["params_after"])
-            for rt, suffix in (("eager", ""), ("ort_fp32", ".onnx"), ("ort_int8", ".int8")):
-                for b in (1, 64):
-                    add(
-                        f"latency_ratio_{rt}_b{b}",
-                        _lat(arts[s + suffix], b) / _lat(arts[f"{s}-pruned{suffix}"], b),
-                    )
-            add("points_lost_after_recovery", 100 * (acc[s] - acc[f"{s}-pruned"]))
+            add_pruning(add, "", p, arts, s, acc[s] - acc[f"{s}-pruned"])
             deployed = arts[f"{s}-pruned.int8"]
             add("deployed_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(deployed, 1))
             add("deployed_points_vs_fp32_student", 100 * (deployed["accuracy"] - acc[s]))
