@@ -169,7 +169,7 @@ def _target(knob: Knob, width: int, ratio: float, round_to: int | None) -> int:
     keep = width - int(width * ratio)
     multiple = math.lcm(knob.multiple, round_to or 1)
     keep -= keep % multiple
-    if keep < 1 and ratio > 0 and width >= multiple:
+    if keep < 1 and width >= multiple:
         keep = multiple
     if keep < 1:
         extra = f", round_to={round_to}" if round_to else ""
