@@ -101,6 +101,31 @@ def test_an_interrupted_build_resumes_at_the_next_chunk(tmp_path: Path, packed: 
         np.testing.assert_array_equal(got[k], reference[k])
 
 
+def test_building_finishing_or_finding_the_cache_leaves_torchs_global_rng_as_it_was(
+    tmp_path: Path, packed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk's DataLoader draws from torch's global RNG; the build must not show it to the
+    caller, or a resumed run (cache found, or finished part-way) trains on another random stream
+    than the uninterrupted run (which built it)."""
+    teacher = _teacher()
+
+    def unchanged(build: Callable[[], object]) -> bool:
+        torch.manual_seed(123)
+        before = torch.get_rng_state()
+        build()
+        return torch.equal(torch.get_rng_state(), before)
+
+    assert unchanged(lambda: _build(tmp_path / "a", packed, teacher))  # built
+    assert unchanged(lambda: _build(tmp_path / "a", packed, teacher))  # found
+    real = CC.write_chunk
+    monkeypatch.setattr(CC, "write_chunk", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
+                        if a[1] == 2 else real(*a, **k))
+    with pytest.raises(KeyboardInterrupt):
+        _build(tmp_path / "b", packed, teacher)
+    monkeypatch.setattr(CC, "write_chunk", real)
+    assert unchanged(lambda: _build(tmp_path / "b", packed, teacher))  # finished from chunk 2
+
+
 def test_a_damaged_chunk_of_an_interrupted_build_is_rewritten(tmp_path: Path, packed: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     teacher = _teacher()

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from _helpers import run_cli_torchrun, write_manifest
 from mmdistill.config import load_config
@@ -204,8 +210,6 @@ def _train_rows_per_call(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def _check_chunked_cache_equals_forward_raw(run: Path, cfg: Any, packed: Path) -> None:
     """The run's one distillation cache is chunked, holds the 21 train rows, and equals the run's
     teacher's ``forward_raw`` on the raw train records (looked up by id)."""
-    import torch
-
     from mmdistill.distill.cache_chunks import ChunkedTeacherCache
     from mmdistill.recipes.data import prepare_data
     from mmdistill.recipes.teacher import load_run_teacher
@@ -293,3 +297,36 @@ def test_streamed_run_with_a_pretrained_teacher_streams_its_embeddings_and_head_
     assert json.loads((run / "eval" / "teacher.json").read_text())["teacher_kind"] == "frozen_encoders"
     summary = {r["model"] for r in json.loads((run / "eval" / "summary.json").read_text())}
     assert {"teacher", "student-kd"} <= summary
+
+
+def test_streamed_run_killed_after_its_chunked_cache_resumes_onto_the_same_random_stream(
+    tmp_path: Path, packed: Path
+) -> None:
+    """A streamed run SIGKILLed after the chunked teacher cache was written but before the distilled
+    student's first resume state restarts that student with the cache found instead of built. The
+    build must not have moved torch's global RNG (the student's modality dropout draws from it), so
+    the resumed student equals the uninterrupted run's bit for bit."""
+    def cli(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "MMDISTILL_TEST_KILL_AT"}
+        if kill_at is not None:
+            env["MMDISTILL_TEST_KILL_AT"] = kill_at
+        return subprocess.run([sys.executable, "-m", "mmdistill.cli.main", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    extra = ["teacher.train.epochs=1", "distill.students.kd.train.epochs=2",
+             "distill.students.kd.train.modality_dropout=0.5"]
+    runs = {}
+    for name in ("straight", "killed"):
+        over = [o for o in _overrides(packed, tmp_path, name, True) if o != "logging.quiet=true"]
+        runs[name] = ["run", "smoke", *over, *extra]
+    assert cli(runs["straight"]).returncode == 0
+    proc = cli(runs["killed"], kill_at="student-kd:1:logged")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    killed = tmp_path / "killed"
+    assert list((killed / "cache").glob("teacher-*/meta.json"))  # the chunked cache is complete
+    assert not (killed / "students" / "kd" / "resume" / "state.json").exists()
+    proc = cli(["run", "--resume", str(killed)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_file(tmp_path / "straight" / "students" / "kd" / "model.safetensors")
+    b = load_file(killed / "students" / "kd" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -252,7 +252,11 @@ class ChunkedTeacherCache:
         if infos:
             log.info("teacher cache %s: resuming at chunk %d of %d (%d verified)", directory, len(infos),
                      n_chunks, len(infos))
-        with torch.inference_mode():
+        # Iterating a chunk's DataLoader draws from torch's global RNG. The build runs on a fork of it,
+        # so that building, finishing an interrupted build or finding the cache leave the caller's
+        # random stream (e.g. the student's modality dropout) in the same state: a resumed run trains
+        # on the stream an uninterrupted one did.
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
             bar = tqdm(range(len(infos), n_chunks), desc="teacher cache (chunks)", leave=False,
                        disable=not (progress and dist_utils.is_main()))
             for k in bar:
