@@ -145,8 +145,9 @@ class ExportConfig(_Strict):
 
     ``variants: null`` exports the compress source and its pruned and sparse variants (QAT variants
     below 8 bits have no integer kernels on ONNX Runtime and stay eager). ``keep_faster`` ships the
-    fastest artifact at batch 1 whose test accuracy is within ``max_accuracy_drop`` points of the
-    source student's eager fp32 accuracy; a compressed artifact slower than its parent is flagged.
+    fastest artifact at batch 1 whose validation accuracy is within ``max_accuracy_drop`` points of
+    the source student's eager fp32 validation accuracy (so the test accuracy reported for it is not
+    the one it was picked on); a compressed artifact slower than its parent is flagged.
     """
 
     variants: list[str] | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from mmdistill.recipes.data import DataBundle, first_train_samples
 from mmdistill.recipes.evaluate import example_batch_fn
 from mmdistill.recipes.train import load_trained
 from mmdistill.training.kill_hook import maybe_test_kill_at
+
+if TYPE_CHECKING:
+    from mmdistill.export.verify import VerifyReport
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
     out_dir = run_dir / EXPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     test = split_batches(data, "test", cfg.data.eval_batch_size)
+    val = split_batches(data, "val", cfg.data.eval_batch_size)  # what the ship decision reads
     train = split_batches(data, "train", cfg.data.batch_size, limit=e.quantize.calibration_batches)
     example = example_input(data)
     kinds = (["int8"] if e.quantize.static else []) + (["dyn8"] if e.quantize.dynamic else [])
@@ -149,8 +153,10 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
         maybe_test_kill_at(f"export:{v}:onnx")
         with torch.inference_mode():  # eager logits once: the fp32 check and every int8 check use them
             reference = [model(b).logits for b in test]
+            val_reference = [model(b).logits for b in val]
         rep = verify_onnx(model, fp32, test, atol=e.verify.atol, min_agreement=e.verify.min_agreement,
                           reference_logits=reference)
+        on_val = _val_accuracy(fp32, val, val_reference)
         log.info(
             "export: %s -> %s (max |err| %.2g, agreement %.4f)", v, fp32, rep.max_abs_error, rep.agreement
         )
@@ -159,6 +165,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
             "path": str(directory),
             "bytes": bytes_on_disk(directory / "model.safetensors"),
             "accuracy": rep.accuracy_reference,
+            "val_accuracy": None if on_val is None else on_val.accuracy_reference,
             "student": v,
         }
         artifacts[f"{base}.onnx"] = {
@@ -166,6 +173,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
             "path": str(fp32),
             "bytes": bytes_on_disk(fp32),
             "accuracy": rep.accuracy_onnx,
+            "val_accuracy": None if on_val is None else on_val.accuracy_onnx,
             "verify": rep.to_dict(),
             "quality": runtime_quality(rep, test, data, out_dir / f"{v}.test-logits.npy",
                                        list(model.modalities)),
@@ -203,6 +211,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
                 "path": str(path),
                 "bytes": bytes_on_disk(path),
                 "accuracy": rq.accuracy_onnx,
+                "val_accuracy": None if (qv := _val_accuracy(path, val)) is None else qv.accuracy_onnx,
                 "verify": rq.to_dict(),
                 "quality": runtime_quality(rq, test, data, out_dir / f"{v}.{kind}.test-logits.npy",
                                            list(model.modalities)),
@@ -222,10 +231,24 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
     if e.latency.enabled:
         result.update(_latency(cfg, data, artifacts, names, src, kinds))
     result["ship"] = choose_ship(result, src, e.keep_faster, e.max_accuracy_drop)
+    if result["ship"] and result["ship"]["selected_on"] == "test":
+        log.warning("export: the run has no labelled validation rows, so the artifact to ship was chosen "
+                    "on test accuracy, and its reported test accuracy is optimistic; give the data a "
+                    "val split")
     atomic_write_json(out_dir / "results.json", result)
     if result["ship"]:
         log.info("export: ship %s (%s)", result["ship"]["name"], result["ship"]["reason"])
     return result
+
+
+def _val_accuracy(
+    path: Path, val: list[dict], reference: list[torch.Tensor] | None = None
+) -> VerifyReport | None:
+    """Accuracy of the ONNX file (and of ``reference``, the eager logits) on the validation split, or
+    None when the run has no validation rows."""
+    from mmdistill.export.verify import runtime_accuracy
+
+    return runtime_accuracy(path, val, reference_logits=reference) if val else None
 
 
 def _torch_dynamic(names: list[str], run_dir: Path, test: list[dict]) -> dict[str, dict[str, Any]]:
@@ -304,17 +327,26 @@ def _latency(
 def choose_ship(
     result: dict[str, Any], src: str, keep_faster: bool, max_drop: float
 ) -> dict[str, Any] | None:
-    """The artifact to ship: fastest at batch 1 within ``max_drop`` points of the source's eager accuracy."""
+    """The artifact to ship: fastest at batch 1 within ``max_drop`` points of the source's eager accuracy.
+
+    The accuracies compared are on the validation split (``val_accuracy``), so the test accuracy
+    reported for the shipped artifact is not the one it was picked on. A run without labelled
+    validation rows (or results written before ``val_accuracy`` existed) compares test accuracy, and
+    the decision says so (``selected_on``).
+    """
     arts = result["artifacts"]
-    ref = arts.get(f"student-{src}", {}).get("accuracy")
+    on = "val_accuracy" if arts.get(f"student-{src}", {}).get("val_accuracy") is not None else "accuracy"
+    ref = arts.get(f"student-{src}", {}).get(on)
     deployable = {
         n: a
         for n, a in arts.items()
-        if a["runtime"] in ("torch", "onnxruntime") and n != "teacher" and a.get("accuracy") is not None
+        if a["runtime"] in ("torch", "onnxruntime") and n != "teacher" and a.get(on) is not None
     }
     if not deployable or ref is None:
         return None
-    ok = {n: a for n, a in deployable.items() if 100 * (ref - a["accuracy"]) <= max_drop}
+    split = "validation" if on == "val_accuracy" else "test"
+    picked = {"selected_on": split}
+    ok = {n: a for n, a in deployable.items() if 100 * (ref - a[on]) <= max_drop}
     if not keep_faster:
         order = [
             f"student-{src}-{PRUNED}.int8",
@@ -324,7 +356,8 @@ def choose_ship(
         ]
         name = next((n for n in order if n in deployable), next(iter(deployable)))
         return {"name": name, "reason": "export.keep_faster is false: the most compressed artifact",
-                "accuracy": arts[name]["accuracy"], "path": arts[name]["path"]}
+                "accuracy": arts[name]["accuracy"], "val_accuracy": arts[name].get("val_accuracy"),
+                "path": arts[name]["path"], **picked}
     timed = {n: a["latency"]["b1"]["median_ms"] for n, a in ok.items() if "b1" in a.get("latency", {})}
     if not timed:
         return None
@@ -332,7 +365,9 @@ def choose_ship(
     return {
         "name": name,
         "reason": f"fastest at batch 1 ({timed[name]:.3f} ms median) among artifacts within "
-        f"{max_drop} points of student-{src}'s eager accuracy",
+        f"{max_drop} points of student-{src}'s eager accuracy on the {split} split",
         "accuracy": arts[name]["accuracy"],
+        "val_accuracy": arts[name].get("val_accuracy"),
         "path": arts[name]["path"],
+        **picked,
     }
