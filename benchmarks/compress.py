@@ -100,7 +100,7 @@ def _collect(run: Path, source: str, *, sweep: bool = True) -> dict:
     comp = json.loads((run / "compress" / "summary.json").read_text())
     rows = json.loads((run / "compress" / "bit_sweep.json").read_text())["rows"] if sweep else []
     arts = {
-        n: {k: a.get(k) for k in ("runtime", "bytes", "accuracy", "latency")}
+        n: {k: a.get(k) for k in ("runtime", "bytes", "accuracy", "val_accuracy", "latency")}
         for n, a in res["artifacts"].items()
     }
     pruned = comp["variants"].get(f"{source}-pruned", {}).get("pruning", {})

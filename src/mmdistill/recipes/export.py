@@ -196,6 +196,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
             rq = runtime_accuracy(
                 path, test, reference_logits=reference, min_agreement=e.verify.int8_min_agreement
             )
+            q_val = _val_accuracy(path, val)
             log.info(
                 "export: %s %s: %s -> %s bytes (fp32/int8 = %.2f), agreement %.4f, accuracy %.4f",
                 v,
@@ -211,7 +212,7 @@ def run_export_stage(cfg: Config, data: DataBundle, run_dir: Path) -> dict[str, 
                 "path": str(path),
                 "bytes": bytes_on_disk(path),
                 "accuracy": rq.accuracy_onnx,
-                "val_accuracy": None if (qv := _val_accuracy(path, val)) is None else qv.accuracy_onnx,
+                "val_accuracy": None if q_val is None else q_val.accuracy_onnx,
                 "verify": rq.to_dict(),
                 "quality": runtime_quality(rq, test, data, out_dir / f"{v}.{kind}.test-logits.npy",
                                            list(model.modalities)),
