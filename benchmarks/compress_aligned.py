@@ -39,7 +39,6 @@ from pathlib import Path
 from compress import CONFIG, _cli, _collect, _fmt, _lat, add_pruning, run_args
 from foundation import saved_results, seeded_parser, write_results
 
-SOURCES = ("kd-cnn", "kd-cnn-wide")
 ROUND_TO = 16
 PASS = [
     "stages=[compress, export, evaluate]",
