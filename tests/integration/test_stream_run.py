@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from _helpers import run_cli_torchrun, write_manifest
+from _helpers import run_cli, run_cli_torchrun, write_manifest
 from mmdistill.config import load_config
 from mmdistill.data import preprocess as P
 from mmdistill.data import shard_stream as SS
@@ -306,26 +303,19 @@ def test_streamed_run_killed_after_its_chunked_cache_resumes_onto_the_same_rando
     student's first resume state restarts that student with the cache found instead of built. The
     build must not have moved torch's global RNG (the student's modality dropout draws from it), so
     the resumed student equals the uninterrupted run's bit for bit."""
-    def cli(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if k != "MMDISTILL_TEST_KILL_AT"}
-        if kill_at is not None:
-            env["MMDISTILL_TEST_KILL_AT"] = kill_at
-        return subprocess.run([sys.executable, "-m", "mmdistill.cli.main", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
-
     extra = ["teacher.train.epochs=1", "distill.students.kd.train.epochs=2",
              "distill.students.kd.train.modality_dropout=0.5"]
     runs = {}
     for name in ("straight", "killed"):
         over = [o for o in _overrides(packed, tmp_path, name, True) if o != "logging.quiet=true"]
         runs[name] = ["run", "smoke", *over, *extra]
-    assert cli(runs["straight"]).returncode == 0
-    proc = cli(runs["killed"], kill_at="student-kd:1:logged")
+    assert run_cli(runs["straight"], tmp_path).returncode == 0
+    proc = run_cli(runs["killed"], tmp_path, kill_at="student-kd:1:logged")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     killed = tmp_path / "killed"
     assert list((killed / "cache").glob("teacher-*/meta.json"))  # the chunked cache is complete
     assert not (killed / "students" / "kd" / "resume" / "state.json").exists()
-    proc = cli(["run", "--resume", str(killed)])
+    proc = run_cli(["run", "--resume", str(killed)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_file(tmp_path / "straight" / "students" / "kd" / "model.safetensors")
     b = load_file(killed / "students" / "kd" / "model.safetensors")
