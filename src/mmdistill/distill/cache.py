@@ -263,8 +263,10 @@ class TeacherCache:
 
         cache = cls._create(root, key, ingredients, ids, features, write, batch_size=batch_size, dtype=dtype,
                             meta=meta)
-        if not meta and built_by is not None and cache.meta.get("built_by") == built_by:
-            _replay_rng_step(cache.meta.get("rng"))  # found, not built, by the stage that built it
+        if built_by is not None and cache.meta.get("built_by") == built_by:
+            # A cache found by the stage that built it replays the build's draw; one built just now
+            # left the generator past the recorded start, so the replay leaves it alone.
+            _replay_rng_step(cache.meta.get("rng"))
         return cache
 
     @classmethod
