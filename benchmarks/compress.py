@@ -21,13 +21,13 @@ over seeds:
 
 Usage:
     .venv/bin/python benchmarks/compress.py --seeds 0 1 2 [--out benchmarks/results/compress.json]
+    .venv/bin/python benchmarks/compress.py --seeds 0 --out a.json   # seeds in parallel, then
+    .venv/bin/python benchmarks/compress.py --merge a.json b.json c.json
     .venv/bin/python benchmarks/compress.py --reprint benchmarks/results/compress.json
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import shutil
 import sys
@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from foundation import _cpu_model, mean_ci, run_child
+from foundation import mean_ci, run_child, saved_results, seeded_parser, write_results
 
 CONFIG = Path(__file__).parent / "configs" / "compress.yaml"
 SOURCES = ("kd", "kd-wide", "kd-cnn", "kd-cnn-wide")
@@ -259,22 +259,11 @@ def report(s: dict, runs: list[dict], out: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/compress.json"))
-    ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
-    ap.add_argument("--reprint", type=Path, default=None, help="print the tables again from a results JSON")
-    ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
+    ap = seeded_parser(__doc__, seeds=[0, 1, 2], out="benchmarks/results/compress.json")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="combine the runs of several results JSONs (seeds run in parallel) into --out")
     args = ap.parse_args()
-    if args.reprint is not None:
-        old = json.loads(args.reprint.read_text())
-        old["summary"] = summarize(old["runs"])
-        if not old.get("complete", True):  # an interrupted run: say so, and which seeds it holds
-            old.setdefault("date", dt.date.today().isoformat())
-            old.setdefault("machine", {"processor": _cpu_model(), "python": sys.version.split()[0]})
-            old["seeds"] = [r["seed"] for r in old["runs"]]
-            args.reprint.write_text(json.dumps(old, indent=2))
-        report(old["summary"], old["runs"], args.reprint)
+    if saved_results(args, summarize, report):
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmdistill-compress-"))
     runs = []
@@ -283,21 +272,7 @@ def main() -> None:
         partial = {"benchmark": "compress", "runs": runs, "complete": False}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(partial, indent=2))  # a crash keeps the finished seeds
-    s = summarize(runs)
-    result = {
-        "benchmark": "compress",
-        "date": dt.date.today().isoformat(),
-        "config": str(CONFIG),
-        "machine": {"processor": _cpu_model(), "python": sys.version.split()[0]},
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "seeds": args.seeds,
-        "overrides": args.overrides,
-        "complete": True,
-        "summary": s,
-        "runs": runs,
-    }
-    args.out.write_text(json.dumps(result, indent=2))
-    report(s, runs, args.out)
+    write_results(args, "compress", runs, summarize, report, config=str(CONFIG), complete=True)
 
 
 if __name__ == "__main__":
