@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from mmdistill.data.collate import collate
 from mmdistill.distill import cache as C
@@ -134,33 +133,35 @@ def test_identical_rebuild_reuses_and_changes_rebuild(
 
 
 def test_the_stage_that_built_a_cache_draws_the_same_random_numbers_when_it_finds_it(tmp_path: Path) -> None:
-    """The build runs on a fork of torch's global RNG; the stage named ``built_by`` draws one int64,
-    built or found, as the build's DataLoader iterator once did; any other caller draws nothing."""
+    """Building draws torch's global RNG (the DataLoader's base seed); the building stage, opening
+    its cache later (resume, rerun), replays that draw, any other stage draws nothing, as before."""
     teacher, samples = make_teacher(), make_samples()
 
-    def after(built_by: str | None, root: Path = tmp_path, seed: int = 123) -> torch.Tensor:
-        torch.manual_seed(seed)
+    def after(built_by: str | None, root: Path = tmp_path) -> torch.Tensor:
+        torch.manual_seed(123)
         TeacherCache.get_or_build(root, teacher, samples, batch_size=8, progress=False, built_by=built_by)
         return torch.rand(3)
 
-    torch.manual_seed(123)
-    iter(DataLoader(samples, batch_size=8, collate_fn=collate))  # what an unforked build drew
-    as_before = torch.rand(3)
     built = after("student-kd")
     assert json.loads(next(tmp_path.glob("teacher-*/meta.json")).read_text())["built_by"] == "student-kd"
     torch.manual_seed(123)
     untouched = torch.rand(3)
-    assert torch.equal(built, as_before) and not torch.equal(built, untouched)  # the stream runs had
+    assert not torch.equal(built, untouched)  # the build did draw
     assert torch.equal(after("student-kd"), built)  # found by its builder: the same stream
     assert torch.equal(after("student-robust"), untouched)  # found by another stage: no draw
     assert torch.equal(after(None), untouched)
-    torch.manual_seed(7)  # found by its builder from another state: as if it had built it from there
-    iter(DataLoader(samples, batch_size=8, collate_fn=collate))
-    from_seven = torch.rand(3)
-    assert torch.equal(after("student-kd", seed=7), from_seven)
-    anonymous = after(None, tmp_path / "other")  # built without a name: nothing recorded, no draw
+    torch.manual_seed(7)  # the building stage from another RNG state than its build: nothing replayed
+    TeacherCache.get_or_build(tmp_path, teacher, samples, batch_size=8, progress=False, built_by="student-kd")
+    other = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(other, torch.rand(3))
+    meta_path = next(tmp_path.glob("teacher-*/meta.json"))  # a damaged record: warned, not fatal
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(dict(meta, rng=dict(meta["rng"], after="bm90IGEgc3RhdGU="))))
+    assert torch.equal(after("student-kd"), untouched)
+    anonymous = after(None, tmp_path / "other")  # built without a name: nothing recorded, no replay
     assert "built_by" not in json.loads(next((tmp_path / "other").glob("teacher-*/meta.json")).read_text())
-    assert torch.equal(anonymous, untouched) and torch.equal(after(None, tmp_path / "other"), untouched)
+    assert torch.equal(anonymous, built) and torch.equal(after(None, tmp_path / "other"), untouched)
 
 
 def test_fingerprints_see_every_ingredient() -> None:

@@ -142,7 +142,7 @@ KILL_CHAIN = [
      and not list((run / "cache").glob("teacher-*"))),
     # the distilled student's first epoch logged, its resume state not written: the next resume
     # restarts it from scratch with the teacher cache already there (no build, so the cache must
-    # draw the one value its build once drew from torch's global RNG, or the student trains on another stream)
+    # replay the build's draw from torch's global RNG, or the student trains on another stream)
     ("student-kd:1:logged", lambda run: list((run / "cache").glob("teacher-*"))
      and not (run / "students/kd/resume/state.json").exists()),
     # the pruning recovery saved, not recorded

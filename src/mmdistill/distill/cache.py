@@ -18,6 +18,8 @@ arguments and the writer, :mod:`~mmdistill.distill.cache_read` the checks every 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,15 +60,27 @@ __all__ = ["CACHE_FORMAT", "DTYPES", "CacheMissError", "TeacherCache", "cache_ke
            "feature_filename", "model_fingerprint"]
 
 
-def _consume_build_draw() -> None:
-    """Draw once from torch's global generator, as iterating the build's DataLoader once did.
+def _rng_step(before: torch.Tensor, after: torch.Tensor) -> dict[str, str]:
+    """What a cache build did to torch's global RNG: the state's sha256 before, the state after."""
+    return {"before_sha256": hashlib.sha256(before.numpy().tobytes()).hexdigest(),
+            "after": base64.b64encode(after.numpy().tobytes()).decode("ascii")}
 
-    ``DataLoader.__iter__`` draws one int64 base seed from the global generator. Builds now run on a
-    fork of the generator (they draw nothing); the stage that owns the cache draws this one value
-    itself, whether it built the cache or found it, so its random stream is the one it had when the
-    build drew it.
-    """
-    torch.empty((), dtype=torch.int64).random_()
+
+def _replay_rng_step(step: dict[str, str] | None) -> None:
+    """Move torch's global RNG to where the build left it, if it is where the build started."""
+    if not isinstance(step, dict):
+        return
+    now = torch.get_rng_state()
+    if hashlib.sha256(now.numpy().tobytes()).hexdigest() != step.get("before_sha256"):
+        log.debug("teacher cache: the RNG state differs from the build's, left as it is")
+        return
+    try:
+        after = np.frombuffer(base64.b64decode(str(step.get("after", "")), validate=True), dtype=np.uint8)
+        torch.set_rng_state(torch.from_numpy(after.copy()))
+    except (ValueError, RuntimeError) as exc:  # binascii.Error is a ValueError
+        torch.set_rng_state(now)
+        log.warning("teacher cache: meta.json's rng.after is not a torch RNG state (%s); the random "
+                    "stream after this cache hit differs from the build's", exc)
 
 
 class CacheMissError(DataError, KeyError):
@@ -155,12 +169,12 @@ class TeacherCache:
         preprocessing and goes into the data fingerprint.
 
         ``built_by`` names the caller (a training stage, e.g. ``student-kd``) and is recorded in a
-        cache it builds. The build runs on a fork of torch's global generator and draws nothing from
-        it; the stage named ``built_by`` then draws one int64 from it, whether it built the cache now
-        or finds the one it built before (a resumed or repeated run), as iterating the build's
-        DataLoader once did. So the training that follows sees the same random stream either way,
-        and a run killed after the cache was written resumes to the uninterrupted run's weights bit
-        for bit. Other callers find the cache and draw nothing.
+        cache it builds, with torch's global RNG state before and after the build (iterating the
+        DataLoader draws its base seed from that generator). When the same stage later finds its
+        cache (a resumed or repeated run) starting from the same RNG state, the state moves on to
+        where the build left it: the training that follows sees the same random stream whether the
+        cache was built now or before, so a run killed after the cache was written resumes to the
+        uninterrupted run's weights bit for bit. Other callers find it and draw nothing.
 
         Raises:
             ConfigError: ranks computed different keys (different teacher weights or data), plus
@@ -233,19 +247,26 @@ class TeacherCache:
                         ingredients: dict[str, str], *, features: Sequence[str], batch_size: int,
                         progress: bool, device: str | torch.device, dtype: str,
                         built_by: str | None = None) -> TeacherCache:
+        meta: dict[str, Any] = {}
+
         def write(tmp: Path, feats: list[str], files: dict[str, str], n: int) -> dict[str, list[int]]:
+            before = torch.get_rng_state()
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)  # type: ignore
-            with torch.random.fork_rng(devices=[]):
-                return _run_teacher(tmp, teacher, loader, n, feats, files, progress=progress,
-                                    device=torch.device(device), dtype=dtype)
+            shapes = _run_teacher(tmp, teacher, loader, n, feats, files, progress=progress,
+                                  device=torch.device(device), dtype=dtype)
+            if built_by is not None:
+                meta.update(built_by=built_by, rng=_rng_step(before, torch.get_rng_state()))
+            return shapes
 
         def ids() -> list[str]:
             return _check_build(teacher, dataset, features, batch_size, torch.device(device), dtype)[2]
 
         cache = cls._create(root, key, ingredients, ids, features, write, batch_size=batch_size, dtype=dtype,
-                            meta={"built_by": built_by} if built_by is not None else None)
+                            meta=meta)
         if built_by is not None and cache.meta.get("built_by") == built_by:
-            _consume_build_draw()
+            # A cache found by the stage that built it replays the build's draw; one built just now
+            # left the generator past the recorded start, so the replay leaves it alone.
+            _replay_rng_step(cache.meta.get("rng"))
         return cache
 
     @classmethod
