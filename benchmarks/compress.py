@@ -28,6 +28,7 @@ Usage:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import sys
@@ -36,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from foundation import mean_ci, run_child, saved_results, seeded_parser, write_results
+from foundation import machine_info, mean_ci, run_child, saved_results, seeded_parser, write_results
 
 CONFIG = Path(__file__).parent / "configs" / "compress.yaml"
 SOURCES = ("kd", "kd-wide", "kd-cnn", "kd-cnn-wide")
@@ -269,7 +270,8 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         runs.append(run_seed(seed, workdir, args.overrides))
-        partial = {"benchmark": "compress", "runs": runs, "complete": False}
+        partial = {"benchmark": "compress", "date": dt.date.today().isoformat(), "machine": machine_info(),
+                   "seeds": [r["seed"] for r in runs], "complete": False, "runs": runs}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(partial, indent=2))  # a crash keeps the finished seeds
     write_results(args, "compress", runs, summarize, report, config=str(CONFIG), complete=True)
