@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from mmdistill.config import config_from_dict
-from mmdistill.config.distill_checks import variant_model_config, variant_teachers
+from mmdistill.config.distill_checks import (
+    baseline_subsets,
+    teacher_choices,
+    teacher_modalities,
+    variant_model_config,
+    variant_teachers,
+)
 from mmdistill.errors import ConfigError
 
 
@@ -124,3 +130,42 @@ def test_mixup_needs_an_online_mmdistill_teacher() -> None:
         config_from_dict({"distill": {"students": {"fm": {"mixup": -0.5}}}})
     cfg = config_from_dict({"distill": {"students": {"fm": {"mixup": 0.4}, "kd": {}}}})
     assert cfg.distill.students["fm"].mixup == 0.4 and cfg.distill.students["kd"].mixup == 0.0
+
+
+def test_baseline_subsets_are_named_in_data_order_and_can_teach() -> None:
+    cfg = config_from_dict({
+        "baselines": {"subsets": [["audio", "image"], ["text", "image"]]},
+        "distill": {"students": {"r": {
+            "strategy": "multi_teacher", "teacher_weighting": "routed",
+            "teachers": ["teacher", "baseline-image+audio", "baseline-image+text", "baseline-text"]}}},
+    })
+    assert baseline_subsets(cfg) == {"image+audio": ["image", "audio"], "image+text": ["image", "text"]}
+    assert teacher_choices(cfg)[-2:] == ["baseline-image+audio", "baseline-image+text"]
+    assert teacher_modalities(cfg, "baseline-image+audio") == ["image", "audio"]
+    assert teacher_modalities(cfg, "baseline-text") == ["text"]
+
+
+def test_bad_baseline_subsets_and_a_routed_student_without_specialists_are_reported() -> None:
+    for subsets, message in (([["image"]], "a subset lists at least two modalities"),
+                             ([["image", "text"], ["text", "image"]], "the same subset is listed twice"),
+                             ([["image", "image"]], "lists image more than once")):
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({"baselines": {"subsets": subsets}})
+    problems = _problems({"students": {
+        "r": {"strategy": "multi_teacher", "teacher_weighting": "routed",
+              "teachers": ["teacher", "baseline-image+text"]},
+        "s": {"strategy": "multi_teacher", "teacher_weighting": "routed"}}},
+        data={"source": "builtin", "modalities": ["image", "audio"]},
+        baselines={"subsets": [["image", "text"]]})
+    text = "\n".join(problems)
+    assert "baselines.subsets[0]: ['image', 'text'] names text, which the data does not have" in text
+    # image+text does not fit an image+audio student: routing would never pick it.
+    assert ("distill.students.r.teacher_weighting: 'routed' teaches a row whose student sees fewer "
+            "modalities by a teacher of just those, but no teacher of ['teacher', 'baseline-image+text'] "
+            "reads fewer than the student (image+audio); add specialists") in text
+    assert "distill.students.s.teachers: strategy 'multi_teacher' needs at least two teachers" in text
+    assert "distill.students.s.teacher_weighting: 'routed'" in text
+    cfg = config_from_dict({"baselines": {"subsets": [["image", "audio"]]}, "distill": {"students": {"r": {
+        "strategy": "multi_teacher", "teacher_weighting": "routed", "modalities": ["image", "audio"],
+        "teachers": ["teacher", "baseline-image"]}}}})
+    assert cfg.distill.students["r"].teacher_weighting == "routed"  # image < image+audio: it can route

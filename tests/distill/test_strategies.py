@@ -199,7 +199,7 @@ def test_teacher_free_targets_the_virtual_teacher_without_any_teacher(batch: dic
     batch["label"][:2] = IGNORE_LABEL
     out = strategy(batch, compute_loss=True)
     assert torch.isfinite(out["loss"])
-    target = strategy.target_fn({}, batch, 4.0, out["logits"])
+    target = strategy.target_fn({}, batch, 4.0, out["logits"], batch)
     torch.testing.assert_close(target[:2], out["logits"][:2].detach())  # unlabelled rows: no signal
     with pytest.raises(ConfigError, match="uses no teacher"):
         build_strategy("teacher_free", _model(), teachers={"teacher": _model("student")})

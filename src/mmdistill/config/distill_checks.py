@@ -21,15 +21,31 @@ RESERVED_VARIANTS: tuple[str, ...] = ("scratch",)
 """Names of ``students/<name>/`` folders that other stages write."""
 
 
+def baseline_subsets(cfg: Config) -> dict[str, list[str]]:
+    """``baselines.subsets`` as folder name → modalities, both in ``data.modalities`` order.
+
+    ``[[text, image]]`` with data ``[image, text, audio]`` gives ``{"image+text": ["image", "text"]}``.
+    Modalities the data lacks are kept at the end (validation reports them).
+    """
+    order = {m: i for i, m in enumerate(cfg.data.modalities)}
+    out: dict[str, list[str]] = {}
+    for subset in cfg.baselines.subsets:
+        mods = sorted(subset, key=lambda m: order.get(m, len(order)))
+        out["+".join(mods)] = mods
+    return out
+
+
 def teacher_choices(cfg: Config) -> list[str]:
-    """Run models that can teach: ``teacher`` and ``baseline-<m>`` for each data modality."""
-    return ["teacher", *(f"baseline-{m}" for m in cfg.data.modalities)]
+    """Run models that can teach: ``teacher``, ``baseline-<m>`` for each data modality and
+    ``baseline-<a>+<b>`` for each of ``baselines.subsets``."""
+    return ["teacher", *(f"baseline-{m}" for m in cfg.data.modalities),
+            *(f"baseline-{s}" for s in baseline_subsets(cfg))]
 
 
 def teacher_modalities(cfg: Config, name: str) -> list[str]:
     """The modalities the run model ``name`` reads, as configured."""
     if name.startswith("baseline-"):
-        return [name.removeprefix("baseline-")]
+        return name.removeprefix("baseline-").split("+")
     return list(cfg.teacher.modalities or cfg.data.modalities)
 
 
@@ -163,6 +179,13 @@ def distill_problems(cfg: Config, model_problems: Any) -> list[str]:
         if v.strategy != "multi_teacher" and (v.teacher_weighting != "fixed" or v.teacher_weights):
             problems.append(f"{key}.teacher_weighting/teacher_weights: only used by strategy multi_teacher, "
                             f"got {v.teacher_weighting!r} / {show(v.teacher_weights)}; remove them")
+        if v.strategy == "multi_teacher" and v.teacher_weighting == "routed" and teachers and not any(
+                set(teacher_modalities(cfg, t)) < set(s_mods) for t in teachers if t in choices):
+            problems.append(f"{key}.teacher_weighting: 'routed' teaches a row whose student sees fewer "
+                            f"modalities by a teacher of just those, but no teacher of {show(teachers)} "
+                            f"reads fewer than the student ({'+'.join(s_mods)}); add specialists, e.g. "
+                            "baselines.subsets: [[image, text]] and teacher baseline-image+text, or use "
+                            "'fixed'")
         for t in v.teacher_weights:
             if t not in teachers:
                 problems.append(f"{key}.teacher_weights.{t}: not a teacher of this "

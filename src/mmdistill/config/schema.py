@@ -212,11 +212,30 @@ class TeacherConfig(ModelConfig):
 
 
 class BaselinesConfig(_Strict):
-    """Unimodal baselines: one model per data modality, to show what fusion adds."""
+    """Baselines: one model per data modality (``unimodal``), to show what fusion adds, and one per
+    listed modality subset (``subsets``, e.g. ``[[image, text], [text, audio]]``): specialists that
+    never see the other modalities, saved as ``baselines/image+text/`` and named
+    ``baseline-image+text``. Both can teach (``distill.teachers``); a ``multi_teacher`` student with
+    ``teacher_weighting: routed`` learns each row from the specialist of the modalities it sees."""
 
     unimodal: bool = True
+    subsets: list[list[Modality]] = Field(default_factory=list)
     preset: str = "teacher"
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("subsets")
+    @classmethod
+    def _check_subsets(cls, value: list[list[str]]) -> list[list[str]]:
+        seen: list[set[str]] = []
+        for i, subset in enumerate(value):
+            _unique_modalities(subset)
+            if len(subset) < 2:
+                raise ValueError(f"[{i}] = {subset}: a subset lists at least two modalities (single "
+                                 "modalities are the unimodal baselines, baselines.unimodal)")
+            if set(subset) in seen:
+                raise ValueError(f"[{i}] = {subset}: the same subset is listed twice; list each once")
+            seen.append(set(subset))
+        return value
 
 
 class DistillTermConfig(_Strict):
@@ -259,7 +278,7 @@ class DistillStudentConfig(_Strict):
     terms: list[DistillTermConfig] | None = None
     ce_weight: Annotated[Float, Field(ge=0)] | None = None
     teachers: list[str] | None = None
-    teacher_weighting: Literal["fixed", "confidence"] = "fixed"
+    teacher_weighting: Literal["fixed", "confidence", "routed"] = "fixed"
     teacher_weights: dict[str, Annotated[Float, Field(ge=0)]] = Field(default_factory=dict)
     modality_dropout: Annotated[Float, Field(ge=0, lt=1)] | None = None
     mixup: Annotated[Float, Field(ge=0)] = 0.0

@@ -405,6 +405,12 @@ def semantic_problems(cfg: Config, *, check_registries: bool = True) -> list[str
     presets = regs.get("presets") if regs else None
     if presets is not None and cfg.baselines.preset not in presets:
         problems.append(_unknown("baselines.preset", "preset", cfg.baselines.preset, presets))
+    for i, subset in enumerate(cfg.baselines.subsets):
+        extra = [m for m in subset if m not in cfg.data.modalities]
+        if extra:
+            problems.append(f"baselines.subsets[{i}]: {subset} names {', '.join(extra)}, which the data does "
+                            f"not have (data.modalities = {cfg.data.modalities}); list subsets of the data's "
+                            "modalities")
     if check_registries:
         from mmdistill.config.distill_checks import distill_problems
         from mmdistill.teachers.checks import teacher_problems

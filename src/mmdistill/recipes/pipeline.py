@@ -1,10 +1,11 @@
 """The whole pipeline behind ``mmdistill run``: one config, one run directory, stages in order.
 
-Stages (``cfg.stages``): ``teacher`` → ``baselines`` (one unimodal model per modality) →
-``student`` (from scratch) → ``distill`` (the ``distill.students`` variants) → ``compress``
-(pruning, sparsity, bit sweep, QAT of ``compress.source``) → ``export`` (ONNX, int8 for ONNX Runtime,
-verification, per-runtime latency) → ``evaluate``. Every stage reads and writes only the run
-directory, so a stage left out of ``stages`` reuses what an earlier run saved there.
+Stages (``cfg.stages``): ``teacher`` → ``baselines`` (one unimodal model per modality and one per
+modality subset of ``baselines.subsets``) → ``student`` (from scratch) → ``distill`` (the
+``distill.students`` variants) → ``compress`` (pruning, sparsity, bit sweep, QAT of
+``compress.source``) → ``export`` (ONNX, int8 for ONNX Runtime, verification, per-runtime latency)
+→ ``evaluate``. Every stage reads and writes only the run directory, so a stage left out of
+``stages`` reuses what an earlier run saved there.
 
 A teacher that reads raw records (``teacher.pretrained``: frozen pretrained encoders + a trained
 head; ``teacher.external``) is built by :mod:`mmdistill.recipes.teacher`; its optional packages are
@@ -26,6 +27,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from mmdistill.config.distill_checks import baseline_subsets
 from mmdistill.config.loading import resolved_yaml
 from mmdistill.config.schema import Config
 from mmdistill.io_atomic import atomic_write_text, remove_stale_temps
@@ -177,11 +179,12 @@ def run_pipeline(cfg: Config, run_dir: Path, *, resume: bool | Collection[str] =
                 spec = spec_for(cfg.teacher, data, cfg, preset=cfg.teacher.preset, modalities=mods)
                 stage("teacher", "teacher", run_dir / "teacher", spec, cfg.teacher.train, cfg.seed)
             progress.mark("teacher")
-        if "baselines" in cfg.stages and cfg.baselines.unimodal:
-            for m in cfg.data.modalities:
-                spec = spec_for(None, data, cfg, preset=cfg.baselines.preset, modalities=[m])
-                stage(f"baseline-{m}", "baselines", run_dir / "baselines" / m, spec, cfg.baselines.train,
-                      cfg.seed)
+        if "baselines" in cfg.stages and (cfg.baselines.unimodal or cfg.baselines.subsets):
+            singles = {m: [m] for m in cfg.data.modalities} if cfg.baselines.unimodal else {}
+            for folder, mods in {**singles, **baseline_subsets(cfg)}.items():
+                spec = spec_for(None, data, cfg, preset=cfg.baselines.preset, modalities=mods)
+                stage(f"baseline-{folder}", "baselines", run_dir / "baselines" / folder, spec,
+                      cfg.baselines.train, cfg.seed)
             progress.mark("baselines")
         if "student" in cfg.stages:
             mods = cfg.student.modalities or cfg.data.modalities

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from mmdistill.config.distill_checks import teacher_modalities, variant_teachers
+from mmdistill.config.distill_checks import baseline_subsets, teacher_modalities, variant_teachers
 from mmdistill.config.schema import Config
 from mmdistill.errors import CheckpointError
 from mmdistill.io_atomic import atomic_write_bytes
@@ -28,10 +28,18 @@ log = logging.getLogger(__name__)
 
 
 def teacher_directory(run_dir: Path, name: str) -> Path:
-    """Where the run model ``name`` (``teacher`` or ``baseline-<m>``) is saved."""
+    """Where the run model ``name`` (``teacher``, ``baseline-<m>`` or ``baseline-<a>+<b>``) is saved."""
     if name.startswith("baseline-"):
         return run_dir / "baselines" / name.removeprefix("baseline-")
     return run_dir / "teacher"
+
+
+def baseline_scheduled(cfg: Config, name: str) -> bool:
+    """Whether the baselines stage of ``cfg`` trains the run model ``name`` (``baseline-...``)."""
+    mods = name.removeprefix("baseline-")
+    if "+" in mods:
+        return mods in baseline_subsets(cfg)
+    return cfg.baselines.unimodal and mods in cfg.data.modalities
 
 
 def adopt_teacher_tokenizer(checkpoint: Path, run_dir: Path) -> None:
@@ -123,7 +131,7 @@ def check_distill_inputs(cfg: Config, run_dir: Path) -> None:
         if name == "teacher":
             scheduled = "teacher" in cfg.stages
         else:
-            scheduled = "baselines" in cfg.stages and cfg.baselines.unimodal
+            scheduled = "baselines" in cfg.stages and baseline_scheduled(cfg, name)
         directory = teacher_directory(run_dir, name)
         saved = (directory / "model.json").is_file() or (name == "teacher" and raw_teacher_saved(run_dir))
         if not scheduled and not saved:

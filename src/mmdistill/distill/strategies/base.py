@@ -36,7 +36,7 @@ __all__ = ["DistillStrategy", "OutputCache", "TargetFn", "TeacherOutputs", "Term
 
 
 def single_teacher_target(outputs: TeacherOutputs, batch: Batch, temperature: float,
-                          student_logits: torch.Tensor) -> torch.Tensor:
+                          student_logits: torch.Tensor, student_batch: Batch) -> torch.Tensor:
     """The target of a one-teacher strategy: that teacher's logits."""
     (only,) = outputs.values()
     return only["logits"]
@@ -298,7 +298,8 @@ class DistillStrategy(nn.Module):
         for log_key, term in self.terms.items():
             loss = self.losses[log_key]
             if self.families[log_key] == "logits":
-                target = self.target_fn(teacher_out, batch, self.temperatures[log_key], out.logits.detach())
+                target = self.target_fn(teacher_out, batch, self.temperatures[log_key], out.logits.detach(),
+                                        student_batch)
                 target = target.to(out.logits.dtype)
                 value = mixed(lambda b, loss=loss, target=target: loss(out.logits, target, b["label"]))
             else:

@@ -18,10 +18,19 @@ Weights (``teacher_weighting``):
   mass is spread. Confidence weights are computed from the teachers alone, so they never
   depend on the student or the labels.
 
-In both modes a teacher that sees none of its modalities in a row (a unimodal specialist on a row
-missing its modality) gets weight 0 there, unless no teacher sees the row (then the row keeps the
-unmasked weights). References: S. You et al., "Learning from Multiple Teacher Networks", KDD 2017
-(averaged soft targets of several teachers).
+- ``routed``: per row, only the teachers that read exactly what the *student* sees in that row count:
+  with ``V_b`` the student's visible modalities (after modality dropout and the data's own missing
+  ones), the eligible teachers are those whose modalities ``S_i`` are a subset of ``V_b``, and of
+  those the ones with the largest ``|S_i|`` get the fixed weights. With the run's subset
+  specialists as teachers (``baselines.subsets``, e.g. ``[teacher, baseline-image+text,
+  baseline-image+audio, baseline-text+audio]``), a row whose audio was hidden from the student is
+  taught by the image+text specialist instead of by the full teacher, whose answer rests on audio
+  the student cannot see. A row no teacher fits (no ``S_i ⊆ V_b``) falls back to ``fixed``.
+
+In ``fixed`` and ``confidence`` a teacher that sees none of its modalities in a row (a unimodal
+specialist on a row missing its modality) gets weight 0 there, unless no teacher sees the row (then
+the row keeps the unmasked weights). References: S. You et al., "Learning from Multiple Teacher
+Networks", KDD 2017 (averaged soft targets of several teachers).
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from mmdistill.distill.strategies.base import DistillStrategy, OutputCache, Teac
 from mmdistill.distill.strategies.logit import DEFAULT_LOGIT_TERMS
 from mmdistill.errors import ConfigError
 
-WEIGHTINGS: tuple[str, ...] = ("fixed", "confidence")
+WEIGHTINGS: tuple[str, ...] = ("fixed", "confidence", "routed")
 
 
 def confidence_weights(
@@ -93,25 +102,75 @@ def availability(batch: Batch, teacher_modalities: Sequence[Sequence[str]], rows
     return torch.stack(cols, dim=1)
 
 
+def visible(batch: Batch, modalities: Sequence[str], rows: int, device: torch.device) -> torch.Tensor:
+    """``[B, M]`` bool: is modality ``modalities[j]`` in ``batch`` and present in row b."""
+    present = batch.get("present", {})
+    cols = []
+    for m in modalities:
+        if m not in batch:
+            cols.append(torch.zeros(rows, dtype=torch.bool, device=device))
+        else:
+            mask = present.get(m)
+            everywhere = torch.ones(rows, dtype=torch.bool, device=device)
+            cols.append(mask.to(device) if mask is not None else everywhere)
+    return torch.stack(cols, dim=1)
+
+
+def routed_weights(teacher_modalities: Sequence[Sequence[str]], seen: torch.Tensor, modalities: Sequence[str],
+                   prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the prior restricted to the largest teachers that read only visible modalities.
+
+    Args:
+        teacher_modalities: each teacher's modalities ``S_i``.
+        seen: ``[B, M]`` bool, the student's visible modalities (columns in ``modalities`` order).
+        modalities: the column names of ``seen``.
+        prior: ``[N]`` non-negative teacher weights.
+
+    Shapes:
+        returns (weights ``[B, N]``, routed ``[B]`` bool); a routed row's weights sum to 1, an
+        unrouted row (no teacher with ``S_i ⊆ V_b`` and a weight > 0) is all zeros.
+    """
+    col = {m: j for j, m in enumerate(modalities)}
+    seen = seen.bool()
+    scores = []
+    for mods in teacher_modalities:
+        fits = torch.full((seen.shape[0],), bool(mods), dtype=torch.bool, device=seen.device)
+        for m in mods:
+            fits = fits & seen[:, col[m]] if m in col else torch.zeros_like(fits)
+        scores.append(fits.long() * (len(mods) + 1) - 1)  # |S_i| where it fits, else -1
+    score = torch.stack(scores, dim=1)  # [B, N]
+    best = score.max(dim=1, keepdim=True).values
+    chosen = (score == best) & (best > 0)
+    w = chosen.to(prior.dtype) * prior.unsqueeze(0)
+    sums = w.sum(dim=1, keepdim=True)
+    routed = sums.squeeze(1) > 0
+    return torch.where(sums > 0, w / sums.clamp_min(1e-12), torch.zeros_like(w)), routed
+
+
 class TeacherMixture:
     """The :data:`~mmdistill.distill.strategies.base.TargetFn` of ``multi_teacher`` (see the module doc).
 
     Args:
         names: teacher names, in the order of ``prior``.
         modalities: each teacher's modalities (for the availability mask).
-        weighting: ``fixed`` or ``confidence``.
+        weighting: ``fixed``, ``confidence`` or ``routed``.
         prior: ``[N]`` non-negative weights, not all zero.
+        student_modalities: what the student reads (``routed`` only looks at these).
     """
 
     def __init__(self, names: Sequence[str], modalities: Sequence[Sequence[str]], weighting: str,
-                 prior: torch.Tensor) -> None:
+                 prior: torch.Tensor, student_modalities: Sequence[str] = ()) -> None:
         self.names = list(names)
         self.modalities = [list(m) for m in modalities]
         self.weighting = weighting
         self.prior = prior / prior.sum()
+        every = sorted({m for ms in self.modalities for m in ms})
+        self.student_modalities = list(student_modalities) or every
 
-    def weights(self, outputs: TeacherOutputs, batch: Batch) -> torch.Tensor:
-        """Per-row teacher weights ``[B, N]`` (rows sum to 1)."""
+    def weights(self, outputs: TeacherOutputs, batch: Batch,
+                student_batch: Batch | None = None) -> torch.Tensor:
+        """Per-row teacher weights ``[B, N]`` (rows sum to 1); ``routed`` reads ``student_batch``
+        (default ``batch``: the student saw what the teachers saw)."""
         logits = [outputs[n]["logits"] for n in self.names]
         rows, device = logits[0].shape[0], logits[0].device
         prior = self.prior.to(device)
@@ -123,11 +182,17 @@ class TeacherMixture:
         masked = w * avail
         sums = masked.sum(dim=1, keepdim=True)
         # Rows that no teacher sees keep the unmasked weights instead of dividing by zero.
-        return torch.where(sums > 0, masked / sums.clamp_min(1e-12), w)
+        fixed = torch.where(sums > 0, masked / sums.clamp_min(1e-12), w)
+        if self.weighting != "routed":
+            return fixed
+        view = batch if student_batch is None else student_batch
+        seen = visible(view, self.student_modalities, rows, device)
+        routed, ok = routed_weights(self.modalities, seen, self.student_modalities, prior)
+        return torch.where(ok.unsqueeze(1), routed, fixed)
 
     def __call__(self, outputs: TeacherOutputs, batch: Batch, temperature: float,
-                 student_logits: torch.Tensor) -> torch.Tensor:
-        w = self.weights(outputs, batch)
+                 student_logits: torch.Tensor, student_batch: Batch) -> torch.Tensor:
+        w = self.weights(outputs, batch, student_batch)
         return mixture_logits([outputs[n]["logits"] for n in self.names], w, temperature)
 
 
@@ -146,7 +211,7 @@ def multi_teacher(
 
     Args:
         teachers: at least two; name → model.
-        teacher_weighting: ``fixed`` or ``confidence``.
+        teacher_weighting: ``fixed``, ``confidence`` or ``routed``.
         teacher_weights: name → weight >= 0 (missing names weigh 1); the prior under ``confidence``.
         **common: the other :class:`DistillStrategy` arguments.
     """
@@ -171,6 +236,6 @@ def multi_teacher(
     if problems:
         raise ConfigError(problems)
     mods = [list(getattr(teachers[n], "modalities", [])) for n in names]
-    mixture = TeacherMixture(names, mods, teacher_weighting, prior)
+    mixture = TeacherMixture(names, mods, teacher_weighting, prior, list(getattr(student, "modalities", [])))
     return DistillStrategy(student, terms=DEFAULT_LOGIT_TERMS if terms is None else terms, teachers=teachers,
                            caches=caches, target_fn=mixture, name="multi_teacher", key=key, **common)

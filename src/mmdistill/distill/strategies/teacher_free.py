@@ -55,7 +55,7 @@ class VirtualTeacher:
         self.correct_prob = correct_prob
 
     def __call__(self, outputs: TeacherOutputs, batch: Batch, temperature: float,
-                 student_logits: torch.Tensor) -> torch.Tensor:
+                 student_logits: torch.Tensor, student_batch: Batch) -> torch.Tensor:
         labels = batch["label"]
         target = virtual_teacher_logits(labels, int(student_logits.shape[-1]), self.correct_prob)
         unlabelled = (labels == IGNORE_LABEL).unsqueeze(1)

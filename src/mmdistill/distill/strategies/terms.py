@@ -14,9 +14,11 @@ from mmdistill.errors import ConfigError
 TeacherOutputs = dict[str, dict[str, torch.Tensor]]
 """Teacher name → ``{"logits": [B, K], "<feature>": [B, D], ...}`` for one batch."""
 
-TargetFn = Callable[[TeacherOutputs, Batch, float, torch.Tensor], torch.Tensor]
-"""``target(teacher_outputs, batch, temperature, student_logits) -> teacher logits [B, K]`` for the
-logit terms: logits whose softmax at ``temperature`` is the distribution the student should match."""
+TargetFn = Callable[[TeacherOutputs, Batch, float, torch.Tensor, Batch], torch.Tensor]
+"""``target(teacher_outputs, batch, temperature, student_logits, student_batch) -> teacher logits
+[B, K]`` for the logit terms: logits whose softmax at ``temperature`` is the distribution the
+student should match. ``batch`` is what the teachers saw, ``student_batch`` the student's view of
+it (the same rows, with the modalities that modality dropout hid marked absent)."""
 
 
 class OutputCache(Protocol):
