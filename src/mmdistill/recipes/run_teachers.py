@@ -88,7 +88,8 @@ def check_teacher(model: nn.Module, name: str, data: DataBundle, cfg: Config, *,
                         f"({', '.join(data.classes[:5])}{', ...' if data.num_classes > 5 else ''})")
     configured = teacher_modalities(cfg, name)
     if sorted(model.modalities) != sorted(configured):
-        key = "teacher.modalities" if name == "teacher" else "data.modalities"
+        key = ("teacher.modalities" if name == "teacher"
+               else "baselines.subsets" if "+" in name else "data.modalities")
         problems.append(f"it reads {'+'.join(model.modalities)} but the config says {'+'.join(configured)} "
                         f"({key}); set {key} to match the checkpoint")
     text = (getattr(model, "spec", None) or {}).get("encoders", {}).get("text", {}).get("kwargs", {})
