@@ -87,32 +87,21 @@ def mixture_logits(
     return temperature * torch.logsumexp(log_p + log_w, dim=1)
 
 
-def availability(batch: Batch, teacher_modalities: Sequence[Sequence[str]], rows: int,
-                 device: torch.device) -> torch.Tensor:
-    """``[B, N]`` bool: does teacher i see at least one of its modalities in row b."""
-    present = batch.get("present", {})
-    cols = []
-    for mods in teacher_modalities:
-        seen = torch.zeros(rows, dtype=torch.bool, device=device)
-        for m in mods:
-            if m in batch:
-                mask = present.get(m)
-                seen = seen | (mask.to(device) if mask is not None else torch.ones_like(seen))
-        cols.append(seen if mods else torch.ones_like(seen))
-    return torch.stack(cols, dim=1)
-
-
 def visible(batch: Batch, modalities: Sequence[str], rows: int, device: torch.device) -> torch.Tensor:
     """``[B, M]`` bool: is modality ``modalities[j]`` in ``batch`` and present in row b."""
     present = batch.get("present", {})
     cols = []
     for m in modalities:
-        if m not in batch:
-            cols.append(torch.zeros(rows, dtype=torch.bool, device=device))
-        else:
-            mask = present.get(m)
-            everywhere = torch.ones(rows, dtype=torch.bool, device=device)
-            cols.append(mask.to(device) if mask is not None else everywhere)
+        mask = present.get(m) if m in batch else torch.zeros(rows, dtype=torch.bool)
+        cols.append(torch.ones(rows, dtype=torch.bool) if mask is None else mask)
+    return torch.stack([c.to(device) for c in cols], dim=1)
+
+
+def availability(batch: Batch, teacher_modalities: Sequence[Sequence[str]], rows: int,
+                 device: torch.device) -> torch.Tensor:
+    """``[B, N]`` bool: does teacher i see at least one of its modalities in row b (always, for none)."""
+    cols = [visible(batch, mods, rows, device).any(dim=1) if mods
+            else torch.ones(rows, dtype=torch.bool, device=device) for mods in teacher_modalities]
     return torch.stack(cols, dim=1)
 
 
@@ -130,21 +119,18 @@ def routed_weights(teacher_modalities: Sequence[Sequence[str]], seen: torch.Tens
         returns (weights ``[B, N]``, routed ``[B]`` bool); a routed row's weights sum to 1, an
         unrouted row (no teacher with ``S_i ⊆ V_b`` and a weight > 0) is all zeros.
     """
-    col = {m: j for j, m in enumerate(modalities)}
-    seen = seen.bool()
-    scores = []
-    for mods in teacher_modalities:
-        fits = torch.full((seen.shape[0],), bool(mods), dtype=torch.bool, device=seen.device)
-        for m in mods:
-            fits = fits & seen[:, col[m]] if m in col else torch.zeros_like(fits)
-        scores.append(fits.long() * (len(mods) + 1) - 1)  # |S_i| where it fits, else -1
-    score = torch.stack(scores, dim=1)  # [B, N]
-    best = score.max(dim=1, keepdim=True).values
-    chosen = (score == best) & (best > 0)
+    device = seen.device
+    member = torch.tensor([[m in mods for m in modalities] for mods in teacher_modalities],
+                          dtype=torch.bool, device=device)  # [N, M]
+    # A teacher reading nothing, or a modality the student does not read, never fits a row.
+    never = torch.tensor([not mods or not set(mods) <= set(modalities) for mods in teacher_modalities],
+                         device=device)
+    fits = ~(member.unsqueeze(0) & ~seen.bool().unsqueeze(1)).any(dim=-1) & ~never  # [B, N]: S_i ⊆ V_b
+    score = torch.where(fits, member.sum(dim=1).unsqueeze(0), -1)  # |S_i| where it fits
+    chosen = (score == score.max(dim=1, keepdim=True).values) & fits
     w = chosen.to(prior.dtype) * prior.unsqueeze(0)
     sums = w.sum(dim=1, keepdim=True)
-    routed = sums.squeeze(1) > 0
-    return torch.where(sums > 0, w / sums.clamp_min(1e-12), torch.zeros_like(w)), routed
+    return w / sums.clamp_min(1e-12), sums.squeeze(1) > 0
 
 
 class TeacherMixture:
