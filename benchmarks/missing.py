@@ -22,7 +22,6 @@ without that modality (what ``benchmarks/missing_ceiling.py`` measured in separa
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 from foundation import mean_ci, run_child, saved_results, seeded_parser, write_results
+
+from distill import collect
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "missing.yaml"
 MODALITIES = ("image", "text", "audio")
@@ -42,23 +43,16 @@ def specialist(missing: str) -> str:
 
 
 def run_seed(seed: int, workdir: Path, overrides: list[str]) -> dict:
-    """One seed's run: every model's evaluation JSON, epoch seconds and wall time."""
+    """One seed's run: every model's evaluation (the fields used here), epoch seconds and wall time."""
     name = f"missing-seed{seed}"
     cmd = [sys.executable, "-m", "mmdistill.cli.main", "run", str(CONFIG), f"seed={seed}",
            "--output-dir", str(workdir), "--name", name, "--quiet", *overrides]
     t0 = time.perf_counter()
     run_child(cmd)
-    wall = time.perf_counter() - t0
-    run = workdir / name
-    evals = {p.stem: json.loads(p.read_text()) for p in (run / "eval").glob("*.json") if p.stem != "summary"}
+    run = collect(workdir / name, seed, time.perf_counter() - t0)  # the distill benchmark's reader
     keep = ("accuracy", "parameters", "modalities", "drop_one_loss", "modality_subsets")
-    epochs: dict[str, list[float]] = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "seconds" in rec and "val/accuracy" in rec:
-            epochs.setdefault(rec["stage"], []).append(rec["seconds"])
-    return {"seed": seed, "wall_s": wall, "command": " ".join(cmd), "epoch_seconds": epochs,
-            "evals": {n: {k: e[k] for k in keep if k in e} for n, e in evals.items()}}
+    run["evals"] = {n: {k: e[k] for k in keep if k in e} for n, e in run["evals"].items()}
+    return {**run, "command": " ".join(cmd)}
 
 
 def summarize(runs: list[dict]) -> dict:
