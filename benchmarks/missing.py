@@ -7,13 +7,19 @@ of the scratch student's size with modality dropout p = 0.4 and the same KD reci
 
 - ``robust``: every row taught by the full teacher (as in ``benchmarks/distill.py``);
 - ``routed-pairs``: rows missing one modality taught by the specialist of the other two;
-- ``routed``: also rows left with one modality taught by that modality's baseline.
+- ``routed``: also rows left with one modality taught by that modality's baseline;
+
+and two robust students that ask what limits the small one: ``robust-p6`` (modality dropout
+p = 0.6) and ``robust-wide`` (the 398k-parameter student of ``benchmarks/configs/compress.yaml``,
+4.6x smaller than the teacher, where the others are 29x smaller).
 
 It prints, as mean ± sd and a 95% t-interval over seeds, each model's test accuracy and the
 points it loses when one modality is removed at test time (``drop_one_loss`` of the evaluation),
-the routed students' loss minus the robust student's (paired per seed), and the *ceiling*: the full
+every other student's loss minus the robust student's (paired per seed), the *ceiling*: the full
 teacher's accuracy minus the pair specialist's, the least a model of the teacher's size loses
-without that modality (what ``benchmarks/missing_ceiling.py`` measured in separate runs).
+without that modality (what ``benchmarks/missing_ceiling.py`` measured in separate runs), and each
+model's accuracy without a modality minus that specialist's (paired): how far it is from a model
+of the teacher's size trained for that input alone.
 
     .venv/bin/python benchmarks/missing.py --seeds 0 1 2 --workdir /tmp/missing threads=1
     .venv/bin/python benchmarks/missing.py --merge a.json b.json --out benchmarks/results/missing.json
@@ -34,7 +40,8 @@ from distill import collect
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "missing.yaml"
 MODALITIES = ("image", "text", "audio")
-STUDENTS = ("student-robust", "student-routed-pairs", "student-routed")
+STUDENTS = ("student-robust", "student-routed-pairs", "student-routed", "student-robust-p6",
+            "student-robust-wide")
 
 
 def specialist(missing: str) -> str:
@@ -69,10 +76,14 @@ def summarize(runs: list[dict]) -> dict:
                      for m in MODALITIES} for n in STUDENTS[1:]}
     ceiling = {m: mean_ci([r["evals"]["teacher"]["accuracy"] - r["evals"][specialist(m)]["accuracy"]
                            for r in runs]) for m in MODALITIES}
+    # Accuracy with the modality removed minus the specialist trained without it (paired).
+    vs_specialist = {n: {m: mean_ci([r["evals"][n]["accuracy"] - lost(r, n, m)
+                                     - r["evals"][specialist(m)]["accuracy"] for r in runs])
+                         for m in MODALITIES} for n in ("teacher", "student-scratch", *STUDENTS)}
     ratio = [statistics.median(r["epoch_seconds"]["student-routed"])
              / statistics.median(r["epoch_seconds"]["student-robust"]) for r in runs]
     return {"accuracy": acc, "drop_one_loss": drop, "minus_robust": vs_robust, "ceiling": ceiling,
-            "routed_over_robust_epoch_time": mean_ci(ratio)}
+            "minus_specialist": vs_specialist, "routed_over_robust_epoch_time": mean_ci(ratio)}
 
 
 def _pts(v: list[float] | tuple[float, float, float]) -> str:
@@ -97,10 +108,15 @@ def report(s: dict, runs: list[dict], out: Path) -> None:
           + " | ".join(_pts(s["ceiling"][m]) for m in MODALITIES) + " |")
     for name, per in s["drop_one_loss"].items():
         print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
-    print("\nPoints lost minus the robust student's (paired per seed; negative = routing loses less)")
+    print("\nPoints lost minus the robust student's (paired per seed; negative = loses less)")
     print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
     print("|---|" + "---|" * len(MODALITIES))
     for name, per in s["minus_robust"].items():
+        print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
+    print("\nAccuracy without the modality minus the specialist trained without it (paired; points)")
+    print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
+    print("|---|" + "---|" * len(MODALITIES))
+    for name, per in s["minus_specialist"].items():
         print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
     m, sd, _ = s["routed_over_robust_epoch_time"]
     print(f"\nrouted / robust student epoch time (median epoch per seed): {m:.2f} ± {sd:.2f}")
