@@ -22,9 +22,10 @@ Printed as mean ± sd (95% t-interval) over seeds, per student and recovery:
 - MACs and parameters of the pruned student against the unpruned one;
 - pruned over unpruned latency on each runtime (eager, ORT fp32, ORT static int8) at batch 1 and 64
   (target at 2x fewer MACs: >= 1.6x lower latency) and test points lost after recovery (<= 0.3);
-- the deployed student (pruned + ORT static int8) and the shipped artifact (``export.ship``, the
-  fastest within 0.5 points on the validation split) against the fp32 eager teacher at batch 1
-  (target >= 30x, within 0.5 points of the fp32 student).
+- the deployed student (pruned + ORT static int8), the pruned student with ORT dynamic int8
+  (int8 MatMul/Gemm/Gather, convolutions left in float32) and the shipped artifact
+  (``export.ship``, the fastest within 0.5 points on the validation split) against the fp32 eager
+  teacher at batch 1 (target >= 30x, within 0.5 points of the fp32 student).
 
 Usage:
     .venv/bin/python benchmarks/compress_aligned.py --seeds 0 1 2 --workdir DIR_OF_COMPRESS_PY
@@ -104,7 +105,11 @@ def summarize(runs: list[dict]) -> dict:
             add("deployed_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(deployed, 1))
             add("deployed_points_vs_fp32_student", 100 * (deployed["accuracy"] - acc[s]))
             add("deployed_b1_ms", _lat(deployed, 1))
+            dyn8 = arts[f"{s}-pruned.dyn8"]
+            add("pruned_dyn8_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(dyn8, 1))
+            add("pruned_dyn8_points_vs_fp32_student", 100 * (dyn8["accuracy"] - acc[s]))
             add("pruned_ort_fp32_b1_ms", _lat(arts[f"{s}-pruned.onnx"], 1))
+            add("pruned_fp32_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(arts[f"{s}-pruned.onnx"], 1))
             shipped = arts[got["ship"]["name"]]
             add("shipped_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(shipped, 1))
             add("shipped_points_vs_fp32_student", 100 * (shipped["accuracy"] - acc[s]))
@@ -123,10 +128,16 @@ LABELS = {
     "latency_ratio_ort_int8_b1": ("pruning: x lower latency, ORT int8 b1", 2),
     "latency_ratio_ort_int8_b64": ("pruning: x lower latency, ORT int8 b64", 2),
     "points_lost_after_recovery": ("pruning: test points lost after recovery (eager)", 2),
-    "deployed_vs_teacher_b1": ("deployed (pruned + ORT int8) vs fp32 eager teacher, x faster at b1", 1),
+    "deployed_vs_teacher_b1": (
+        "deployed (pruned + ORT static int8) vs fp32 eager teacher, x faster at b1", 1),
     "deployed_points_vs_fp32_student": ("deployed test acc minus fp32 eager student (points)", 2),
     "deployed_b1_ms": ("deployed student b1 median (ms)", 3),
+    "pruned_dyn8_vs_teacher_b1": (
+        "pruned + ORT dynamic int8 (convs fp32) vs fp32 eager teacher, x faster at b1", 1),
+    "pruned_dyn8_points_vs_fp32_student": (
+        "pruned + ORT dynamic int8 test acc minus fp32 eager student (points)", 2),
     "pruned_ort_fp32_b1_ms": ("pruned student, ORT fp32 b1 median (ms)", 3),
+    "pruned_fp32_vs_teacher_b1": ("pruned student, ORT fp32 vs fp32 eager teacher, x faster at b1", 1),
     "shipped_vs_teacher_b1": ("shipped artifact (export.ship) vs fp32 eager teacher, x faster at b1", 1),
     "shipped_points_vs_fp32_student": ("shipped artifact test acc minus fp32 eager student (points)", 2),
     "shipped_is_pruned": ("shipped artifact is a pruned one (share of seeds)", 2),

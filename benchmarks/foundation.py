@@ -88,7 +88,8 @@ def saved_results(args: argparse.Namespace, summarize: Callable[[list[dict]], An
     """Serve ``--merge`` (results of seeds run in parallel, into ``--out``) and ``--reprint``.
 
     Both recompute the summary from the stored runs and print it with ``report(summary, runs, path)``;
-    ``rewrite`` also stores the recomputed summary back into the reprinted file. Returns True when
+    ``rewrite`` (or ``--reprint FILE --rewrite``) also stores the recomputed summary back into the
+    reprinted file, for a summarizer that gained a measure its stored runs already hold. Returns True when
     one of the two was asked for (the benchmark then runs nothing).
     """
     if getattr(args, "merge", None) is not None:
@@ -99,7 +100,7 @@ def saved_results(args: argparse.Namespace, summarize: Callable[[list[dict]], An
     if args.reprint is not None:
         old = json.loads(args.reprint.read_text())
         old["summary"] = summarize(old["runs"])
-        if rewrite:
+        if rewrite or getattr(args, "rewrite", False):
             args.reprint.write_text(json.dumps(old, indent=2))
         report(old["summary"], old["runs"], args.reprint)
         return True
@@ -134,12 +135,15 @@ def write_results(args: argparse.Namespace, benchmark: str, runs: list[dict],
 
 def seeded_parser(doc: str | None, *, seeds: list[int], out: str) -> argparse.ArgumentParser:
     """The arguments every seeded benchmark takes: ``--seeds``, ``--out``, ``--workdir``,
-    ``--reprint`` (print the tables again from a results JSON) and config ``overrides``."""
+    ``--reprint`` (print the tables again from a results JSON; ``--rewrite`` stores the recomputed
+    summary back into it) and config ``overrides``."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=seeds)
     ap.add_argument("--out", type=Path, default=Path(out))
     ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
     ap.add_argument("--reprint", type=Path, default=None, help="print the table again from a results JSON")
+    ap.add_argument("--rewrite", action="store_true",
+                    help="with --reprint: store the recomputed summary back into the results JSON")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     return ap
 
@@ -169,6 +173,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/foundation.json"))
     ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
+    ap.add_argument("--rewrite", action="store_true",
+                    help="with --reprint: store the recomputed summary back into the results JSON")
     ap.add_argument("overrides", nargs="*", help="config overrides passed to every run (key=value)")
     args = ap.parse_args()
 
