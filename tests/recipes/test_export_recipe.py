@@ -198,6 +198,7 @@ def test_choose_ship_compares_validation_accuracy_and_reports_test_accuracy() ->
 def test_choose_ship_without_keep_faster_takes_the_most_compressed_artifact() -> None:
     ship = choose_ship(_synthetic(), "s", False, 0.5)
     assert ship["name"] == "student-s-pruned.int8" and "keep_faster is false" in ship["reason"]
+    assert ship["selected_on"] is None  # no accuracy was compared, so no split is named
     assert ship["accuracy"] == 0.850 and ship["path"] == "p"
     res = _synthetic()
     del res["artifacts"]["student-s-pruned.int8"]

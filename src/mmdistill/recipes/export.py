@@ -333,7 +333,8 @@ def choose_ship(
     The accuracies compared are on the validation split (``val_accuracy``), so the test accuracy
     reported for the shipped artifact is not the one it was picked on. A run without labelled
     validation rows (or results written before ``val_accuracy`` existed) compares test accuracy, and
-    the decision says so (``selected_on``).
+    the decision says so (``selected_on``). With ``keep_faster`` False the most compressed artifact
+    is taken without comparing accuracies, and ``selected_on`` is None.
     """
     arts = result["artifacts"]
     on = "val_accuracy" if arts.get(f"student-{src}", {}).get("val_accuracy") is not None else "accuracy"
@@ -356,9 +357,10 @@ def choose_ship(
             f"student-{src}.onnx",
         ]
         name = next((n for n in order if n in deployable), next(iter(deployable)))
+        # No accuracy is compared on this path, so no split is named (``selected_on`` None).
         return {"name": name, "reason": "export.keep_faster is false: the most compressed artifact",
                 "accuracy": arts[name]["accuracy"], "val_accuracy": arts[name].get("val_accuracy"),
-                "path": arts[name]["path"], **picked}
+                "path": arts[name]["path"], "selected_on": None}
     timed = {n: a["latency"]["b1"]["median_ms"] for n, a in ok.items() if "b1" in a.get("latency", {})}
     if not timed:
         return None
