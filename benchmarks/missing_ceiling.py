@@ -11,6 +11,12 @@ a model distilled from that teacher can be expected to lose (the student is 29x 
 
     .venv/bin/python benchmarks/missing_ceiling.py --seeds 0 1 2 --workdir /tmp/ceiling
     .venv/bin/python benchmarks/missing_ceiling.py --reprint benchmarks/results/missing_ceiling.json
+
+The same at the student's size (the 63k-parameter ``student`` preset, trained on labels with the
+teacher's recipe): what a model as small as the student reaches on each pair.
+
+    .venv/bin/python benchmarks/missing_ceiling.py --seeds 0 1 2 3 4 --workdir /tmp/ceiling-s \
+        --out benchmarks/results/missing_ceiling_student.json teacher.preset=student
 """
 
 from __future__ import annotations
@@ -65,8 +71,9 @@ def _pts(v: tuple[float, float, float]) -> str:
 def report(result: dict) -> None:
     """Print the table (test accuracy %, points)."""
     s = result["summary"]
-    print(f"\nTeacher of benchmarks/configs/distill.yaml on every modality subset, {len(result['runs'])} "
-          f"seeds {result['seeds']}; test accuracy %, mean ± sd (95% CI)")
+    given = f" with {' '.join(result['overrides'])}" if result.get("overrides") else ""
+    print(f"\nTeacher of benchmarks/configs/distill.yaml{given} on every modality subset, "
+          f"{len(result['runs'])} seeds {result['seeds']}; test accuracy %, mean ± sd (95% CI)")
     print("| trained and tested on | test accuracy | full teacher minus this (paired, points) |")
     print("|---|---|---|")
     for subset, mods in SUBSETS.items():
