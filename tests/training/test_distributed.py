@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -72,12 +73,23 @@ def test_bad_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> 
         D.init_distributed()
 
 
-def _run(cmd: list[str], out: Path) -> float:
+# What gloo prints when a rank aborts in its C++ teardown (a std::thread destroyed while joinable).
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def _run(cmd: list[str], out: Path, *, ranks: int = 1) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    finished = all((out / f"result_rank{r}.json").is_file() for r in range(ranks))
+    if proc.returncode != 0 and ranks > 1 and finished and GLOO_TEARDOWN_ABORT in proc.stderr:
+        # Known, rare (0 of 40 runs alone; seen under load): every rank wrote its results, then one
+        # aborted while gloo tore down, after cleanup()'s barrier. Not what this test checks (the
+        # numbers below are), so the run is repeated once from scratch; a second abort fails.
+        shutil.rmtree(out)
+        proc = subprocess.run(cmd + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return time.perf_counter() - t0
 
@@ -85,7 +97,7 @@ def _run(cmd: list[str], out: Path) -> float:
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path: Path) -> None:
     torchrun = Path(sys.executable).parent / "torchrun"
-    _run([str(torchrun), "--standalone", "--nproc_per_node=2", str(WORKER)], tmp_path / "ddp")
+    _run([str(torchrun), "--standalone", "--nproc_per_node=2", str(WORKER)], tmp_path / "ddp", ranks=2)
     _run([sys.executable, str(WORKER)], tmp_path / "single")
     r0 = json.loads((tmp_path / "ddp" / "result_rank0.json").read_text())
     r1 = json.loads((tmp_path / "ddp" / "result_rank1.json").read_text())
