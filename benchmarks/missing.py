@@ -76,6 +76,8 @@ def summarize(runs: list[dict]) -> dict:
                      for m in MODALITIES} for n in STUDENTS[1:]}
     ceiling = {m: mean_ci([r["evals"]["teacher"]["accuracy"] - r["evals"][specialist(m)]["accuracy"]
                            for r in runs]) for m in MODALITIES}
+    without = {n: {m: mean_ci([r["evals"][n]["accuracy"] - lost(r, n, m) for r in runs]) for m in MODALITIES}
+               for n in ("teacher", "student-scratch", *STUDENTS)}
     # Accuracy with the modality removed minus the specialist trained without it (paired).
     vs_specialist = {n: {m: mean_ci([r["evals"][n]["accuracy"] - lost(r, n, m)
                                      - r["evals"][specialist(m)]["accuracy"] for r in runs])
@@ -83,7 +85,8 @@ def summarize(runs: list[dict]) -> dict:
     ratio = [statistics.median(r["epoch_seconds"]["student-routed"])
              / statistics.median(r["epoch_seconds"]["student-robust"]) for r in runs]
     return {"accuracy": acc, "drop_one_loss": drop, "minus_robust": vs_robust, "ceiling": ceiling,
-            "minus_specialist": vs_specialist, "routed_over_robust_epoch_time": mean_ci(ratio)}
+            "without": without, "minus_specialist": vs_specialist,
+            "routed_over_robust_epoch_time": mean_ci(ratio)}
 
 
 def _pts(v: list[float] | tuple[float, float, float]) -> str:
@@ -112,6 +115,11 @@ def report(s: dict, runs: list[dict], out: Path) -> None:
     print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
     print("|---|" + "---|" * len(MODALITIES))
     for name, per in s["minus_robust"].items():
+        print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
+    print("\nTest accuracy % with one modality removed at test time")
+    print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
+    print("|---|" + "---|" * len(MODALITIES))
+    for name, per in s["without"].items():
         print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
     print("\nAccuracy without the modality minus the specialist trained without it (paired; points)")
     print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
