@@ -173,8 +173,6 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/foundation.json"))
     ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temp dir)")
-    ap.add_argument("--rewrite", action="store_true",
-                    help="with --reprint: store the recomputed summary back into the results JSON")
     ap.add_argument("overrides", nargs="*", help="config overrides passed to every run (key=value)")
     args = ap.parse_args()
 

@@ -76,12 +76,14 @@ def summarize(runs: list[dict]) -> dict:
                      for m in MODALITIES} for n in STUDENTS[1:]}
     ceiling = {m: mean_ci([r["evals"]["teacher"]["accuracy"] - r["evals"][specialist(m)]["accuracy"]
                            for r in runs]) for m in MODALITIES}
-    without = {n: {m: mean_ci([r["evals"][n]["accuracy"] - lost(r, n, m) for r in runs]) for m in MODALITIES}
-               for n in ("teacher", "student-scratch", *STUDENTS)}
+    def acc_without(r: dict, n: str, m: str) -> float:
+        return r["evals"][n]["accuracy"] - lost(r, n, m)
+
+    removed = ("teacher", "student-scratch", *STUDENTS)
+    without = {n: {m: mean_ci([acc_without(r, n, m) for r in runs]) for m in MODALITIES} for n in removed}
     # Accuracy with the modality removed minus the specialist trained without it (paired).
-    vs_specialist = {n: {m: mean_ci([r["evals"][n]["accuracy"] - lost(r, n, m)
-                                     - r["evals"][specialist(m)]["accuracy"] for r in runs])
-                         for m in MODALITIES} for n in ("teacher", "student-scratch", *STUDENTS)}
+    vs_specialist = {n: {m: mean_ci([acc_without(r, n, m) - r["evals"][specialist(m)]["accuracy"]
+                                     for r in runs]) for m in MODALITIES} for n in removed}
     ratio = [statistics.median(r["epoch_seconds"]["student-routed"])
              / statistics.median(r["epoch_seconds"]["student-robust"]) for r in runs]
     return {"accuracy": acc, "drop_one_loss": drop, "minus_robust": vs_robust, "ceiling": ceiling,
