@@ -96,6 +96,15 @@ def _pts(v: list[float] | tuple[float, float, float]) -> str:
     return f"{m:.2f} ± {sd:.2f} (95% CI ± {ci:.2f})"
 
 
+def _per_modality(title: str, rows: dict[str, dict]) -> None:
+    """One markdown table: a row per model, a column per removed modality."""
+    print(f"\n{title}")
+    print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
+    print("|---|" + "---|" * len(MODALITIES))
+    for name, per in rows.items():
+        print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
+
+
 def report(s: dict, runs: list[dict], out: Path) -> None:
     """Print the markdown tables of docs/benchmarks.md."""
     n = len(runs)
@@ -106,28 +115,13 @@ def report(s: dict, runs: list[dict], out: Path) -> None:
     for name in [*first, *(n for n in s["accuracy"] if n not in first)]:
         v = s["accuracy"][name]
         print(f"| {name} | {runs[0]['evals'][name]['parameters']:,} | {_pts(v)} |")
-    print("\nPoints lost when one modality is removed at test time")
-    print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
-    print("|---|" + "---|" * len(MODALITIES))
-    print("| ceiling: full teacher minus the specialist without it | "
-          + " | ".join(_pts(s["ceiling"][m]) for m in MODALITIES) + " |")
-    for name, per in s["drop_one_loss"].items():
-        print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
-    print("\nPoints lost minus the robust student's (paired per seed; negative = loses less)")
-    print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
-    print("|---|" + "---|" * len(MODALITIES))
-    for name, per in s["minus_robust"].items():
-        print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
-    print("\nTest accuracy % with one modality removed at test time")
-    print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
-    print("|---|" + "---|" * len(MODALITIES))
-    for name, per in s["without"].items():
-        print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
-    print("\nAccuracy without the modality minus the specialist trained without it (paired; points)")
-    print("| model | " + " | ".join(f"without {m}" for m in MODALITIES) + " |")
-    print("|---|" + "---|" * len(MODALITIES))
-    for name, per in s["minus_specialist"].items():
-        print(f"| {name} | " + " | ".join(_pts(per[m]) for m in MODALITIES) + " |")
+    ceiling = {"ceiling: full teacher minus the specialist without it": s["ceiling"]}
+    _per_modality("Points lost when one modality is removed at test time", ceiling | s["drop_one_loss"])
+    _per_modality("Points lost minus the robust student's (paired per seed; negative = loses less)",
+                  s["minus_robust"])
+    _per_modality("Test accuracy % with one modality removed at test time", s["without"])
+    _per_modality("Accuracy without the modality minus the specialist trained without it (paired; points)",
+                  s["minus_specialist"])
     m, sd, _ = s["routed_over_robust_epoch_time"]
     print(f"\nrouted / robust student epoch time (median epoch per seed): {m:.2f} ± {sd:.2f}")
     walls = ", ".join(f"{r['wall_s']:.0f}" for r in runs)
