@@ -101,17 +101,18 @@ def summarize(runs: list[dict]) -> dict:
                 per.setdefault(key, []).append(value)
 
             add_pruning(add, "", p, arts, s, acc[s] - acc[f"{s}-pruned"])
+            teacher_b1 = _lat(arts["teacher"], 1)
             deployed = arts[f"{s}-pruned.int8"]
-            add("deployed_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(deployed, 1))
+            add("deployed_vs_teacher_b1", teacher_b1 / _lat(deployed, 1))
             add("deployed_points_vs_fp32_student", 100 * (deployed["accuracy"] - acc[s]))
             add("deployed_b1_ms", _lat(deployed, 1))
             dyn8 = arts[f"{s}-pruned.dyn8"]
-            add("pruned_dyn8_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(dyn8, 1))
+            add("pruned_dyn8_vs_teacher_b1", teacher_b1 / _lat(dyn8, 1))
             add("pruned_dyn8_points_vs_fp32_student", 100 * (dyn8["accuracy"] - acc[s]))
             add("pruned_ort_fp32_b1_ms", _lat(arts[f"{s}-pruned.onnx"], 1))
-            add("pruned_fp32_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(arts[f"{s}-pruned.onnx"], 1))
+            add("pruned_fp32_vs_teacher_b1", teacher_b1 / _lat(arts[f"{s}-pruned.onnx"], 1))
             shipped = arts[got["ship"]["name"]]
-            add("shipped_vs_teacher_b1", _lat(arts["teacher"], 1) / _lat(shipped, 1))
+            add("shipped_vs_teacher_b1", teacher_b1 / _lat(shipped, 1))
             add("shipped_points_vs_fp32_student", 100 * (shipped["accuracy"] - acc[s]))
             add("shipped_is_pruned", float(got["ship"]["name"].startswith(f"student-{src}-pruned")))
         out[f"{src}/{rec}"] = per

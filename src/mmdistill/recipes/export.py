@@ -346,9 +346,6 @@ def choose_ship(
     }
     if not deployable or ref is None:
         return None
-    split = "validation" if on == "val_accuracy" else "test"
-    picked = {"selected_on": split}
-    ok = {n: a for n, a in deployable.items() if 100 * (ref - a[on]) <= max_drop}
     if not keep_faster:
         order = [
             f"student-{src}-{PRUNED}.int8",
@@ -361,6 +358,8 @@ def choose_ship(
         return {"name": name, "reason": "export.keep_faster is false: the most compressed artifact",
                 "accuracy": arts[name]["accuracy"], "val_accuracy": arts[name].get("val_accuracy"),
                 "path": arts[name]["path"], "selected_on": None}
+    split = "validation" if on == "val_accuracy" else "test"
+    ok = {n: a for n, a in deployable.items() if 100 * (ref - a[on]) <= max_drop}
     timed = {n: a["latency"]["b1"]["median_ms"] for n, a in ok.items() if "b1" in a.get("latency", {})}
     if not timed:
         return None
@@ -372,5 +371,5 @@ def choose_ship(
         "accuracy": arts[name]["accuracy"],
         "val_accuracy": arts[name].get("val_accuracy"),
         "path": arts[name]["path"],
-        **picked,
+        "selected_on": split,
     }
